@@ -1,0 +1,62 @@
+//! Global gauges: storage usage from Postgres and queue figures from Redis. Every process
+//! samples the same values, so queries aggregate them with `max by (...)`, never `sum`.
+
+use std::time::Duration;
+
+use metrics::gauge;
+use metrics_core::catalogue::{QUEUE_LENGTH, STORAGE_FILES, STORAGE_QUOTA_BYTES, STORAGE_USAGE_BYTES, WORKERS_LIVE};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, Usage};
+use crate::queue::{Queue, QueueStats};
+use crate::storage::Storage;
+
+/// Sets the storage gauges to absolute values (after an add or remove, or a refresh).
+pub fn set_storage(usage: &[Usage]) {
+    for u in usage {
+        gauge!(STORAGE_USAGE_BYTES, "provider" => u.provider.clone()).set(u.bytes_used as f64);
+        gauge!(STORAGE_FILES, "provider" => u.provider.clone()).set(u.file_count as f64);
+    }
+}
+
+pub fn set_queue(queue: &str, s: &QueueStats) {
+    for (state, v) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("dead", s.dead)] {
+        gauge!(QUEUE_LENGTH, "queue" => queue.to_string(), "state" => state).set(v as f64);
+    }
+    gauge!(WORKERS_LIVE, "queue" => queue.to_string()).set(s.workers_live as f64);
+}
+
+/// Refreshes storage gauges every `storage_every` and queue gauges every `queue_every`
+/// until `shutdown`. Failures are logged and retried on the next tick.
+pub fn spawn_sampler(
+    pool: PgPool,
+    queue: Queue,
+    storage: &Storage,
+    storage_every: Duration,
+    queue_every: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    gauge!(STORAGE_QUOTA_BYTES, "provider" => storage.provider()).set(storage.quota_bytes() as f64);
+    // The provider shows 0 before its first file rather than no series at all.
+    set_storage(&[Usage { provider: storage.provider().into(), bytes_used: 0, file_count: 0 }]);
+    tokio::spawn(async move {
+        let mut storage_tick = tokio::time::interval(storage_every);
+        let mut queue_tick = tokio::time::interval(queue_every);
+        storage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        queue_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = storage_tick.tick() => match db::storage_usage(&pool).await {
+                    Ok(usage) => set_storage(&usage),
+                    Err(e) => tracing::warn!(error = %e, "refreshing storage gauges"),
+                },
+                _ = queue_tick.tick() => match queue.stats().await {
+                    Ok(stats) => set_queue(queue.name(), &stats),
+                    Err(e) => tracing::warn!(error = %e, "sampling queue gauges"),
+                },
+            }
+        }
+    })
+}

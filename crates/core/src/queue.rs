@@ -1,0 +1,158 @@
+//! The download queue in Redis, through apalis-redis.
+//!
+//! Facts this module leans on (apalis-redis 1.0, each covered by a test in
+//! `crates/worker/tests/`): keys are `{queue}:active` (LIST), `{queue}:scheduled` (ZSET,
+//! every push lands here with score = now), `{queue}:inflight:{worker}` (SET),
+//! `{queue}:workers` (ZSET, score = last heartbeat), `{queue}:dead` (SET).
+
+use std::time::Duration;
+
+use apalis::prelude::TaskSink;
+use apalis_redis::{Config, RedisStorage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::config::RedisArgs;
+use crate::model::DownloadJob;
+
+/// Connection and queue for producing jobs and sampling the queue.
+#[derive(Clone)]
+pub struct Queue {
+    storage: RedisStorage<DownloadJob>,
+    conn: ConnectionManager,
+    name: String,
+    orphan_timeout: Duration,
+}
+
+/// Counts sampled from Redis for `queue_length` and `workers_live`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready to run now.
+    pub pending: u64,
+    /// Waiting for a future time (apalis retries).
+    pub scheduled: u64,
+    /// Taken by a worker (running or prefetched).
+    pub running: u64,
+    pub dead: u64,
+    pub workers_live: u64,
+}
+
+/// Opens a Redis connection manager with timeouts fit for a loaded server: the default
+/// response timeout (500 ms) would turn a Redis hiccup into a dead worker.
+pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_connection_timeout(Some(Duration::from_secs(5)));
+    client.get_connection_manager_with_config(config).await
+}
+
+impl Queue {
+    pub async fn connect(args: &RedisArgs) -> anyhow::Result<Self> {
+        let conn = connect(&args.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        Ok(Self::with_connection(conn, args))
+    }
+
+    pub fn with_connection(conn: ConnectionManager, args: &RedisArgs) -> Self {
+        let config = Config::default()
+            .queue(&args.queue)
+            .heartbeat_interval(args.heartbeat_interval)
+            .missed_heartbeats(args.missed_heartbeats as usize);
+        Self {
+            storage: RedisStorage::new(conn.clone()).with_config(config),
+            conn,
+            name: args.queue.clone(),
+            orphan_timeout: args.orphan_timeout(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The apalis storage, for building workers.
+    pub fn storage(&self) -> RedisStorage<DownloadJob> {
+        self.storage.clone()
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Enqueues one job: one `EVALSHA` round trip.
+    pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
+        // Clones share the connection; push needs `&mut`.
+        let mut storage = self.storage.clone();
+        storage.push(job.clone()).await.map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+    }
+
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ())
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.name)
+    }
+
+    /// Samples the queue in one atomic script.
+    pub async fn stats(&self) -> redis::RedisResult<QueueStats> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let live_since = now.saturating_sub(self.orphan_timeout.as_secs());
+        let (pending, scheduled, running, dead, workers_live): (u64, u64, u64, u64, u64) = STATS_SCRIPT
+            .key(self.key("active"))
+            .key(self.key("scheduled"))
+            .key(self.key("workers"))
+            .key(self.key("dead"))
+            .arg(now)
+            .arg(live_since)
+            .arg(self.key("inflight:"))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(QueueStats { pending, scheduled, running, dead, workers_live })
+    }
+
+    /// Hands a worker's taken jobs back to the ready list and removes its registration (apalis
+    /// 1.0 leaves both behind on exit, delaying recovery by the orphan timeout). Returns how
+    /// many jobs went back.
+    pub async fn hand_back(&self, worker_name: &str) -> redis::RedisResult<u64> {
+        HAND_BACK_SCRIPT
+            .key(self.key(&format!("inflight:{worker_name}")))
+            .key(self.key("active"))
+            .key(self.key("workers"))
+            .arg(worker_name)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+}
+
+static STATS_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+        local pending = redis.call('LLEN', KEYS[1]) + redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[1])
+        local scheduled = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
+        local running = 0
+        for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+            running = running + redis.call('SCARD', ARGV[3] .. w)
+        end
+        local dead = redis.call('SCARD', KEYS[4])
+        local live = redis.call('ZCOUNT', KEYS[3], ARGV[2], '+inf')
+        return {pending, scheduled, running, dead, live}
+        "#,
+    )
+});
+
+static HAND_BACK_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+        local ids = redis.call('SMEMBERS', KEYS[1])
+        for _, id in ipairs(ids) do
+            redis.call('RPUSH', KEYS[2], id)
+        end
+        redis.call('DEL', KEYS[1])
+        redis.call('ZREM', KEYS[3], ARGV[1])
+        return #ids
+        "#,
+    )
+});
