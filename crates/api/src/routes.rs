@@ -111,7 +111,7 @@ pub async fn create_download(
     let task = DownloadJob { job_id: id, url: job.url.clone(), enqueued_at: job.created_at };
     if let Err(e) = state.queue.push(&task).await {
         // Not enqueued: record that on the job rather than leave it queued forever.
-        if let Err(db_err) = db::fail_unstarted(&state.pool, id, ErrorCode::QueueUnavailable, "could not be enqueued").await {
+        if let Err(db_err) = db::fail_job(&state.pool, id, ErrorCode::QueueUnavailable, "could not be enqueued").await {
             tracing::error!(%id, error = ?db_err, "marking an unenqueued job failed");
         }
         return Err(ApiError::Unavailable { code: ErrorCode::QueueUnavailable, source: e });

@@ -96,8 +96,9 @@ pub async fn list_jobs(
     .await
 }
 
-/// Marks a job failed without it ever running (e.g. it could not be enqueued).
-pub async fn fail_unstarted(pool: &PgPool, id: Uuid, code: ErrorCode, message: &str) -> Result<(), sqlx::Error> {
+/// Marks a job failed from outside its attempt loop (it could not be enqueued, or its
+/// worker panicked).
+pub async fn fail_job(pool: &PgPool, id: Uuid, code: ErrorCode, message: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE jobs SET status = 'failed', error_code = $2, error_message = $3, \
          finished_at = now(), updated_at = now() WHERE id = $1",

@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod gauges;
 pub mod model;
 pub mod queue;
+pub mod runtime;
 pub mod storage;
 
 pub use error_code::{ErrorCode, ErrorType};

@@ -18,6 +18,7 @@ use crate::model::DownloadJob;
 #[derive(Clone)]
 pub struct Queue {
     storage: RedisStorage<DownloadJob>,
+    config: Config,
     conn: ConnectionManager,
     name: String,
     orphan_timeout: Duration,
@@ -60,7 +61,8 @@ impl Queue {
             .heartbeat_interval(args.heartbeat_interval)
             .missed_heartbeats(args.missed_heartbeats as usize);
         Self {
-            storage: RedisStorage::new(conn.clone()).with_config(config),
+            storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
+            config,
             conn,
             name: args.queue.clone(),
             orphan_timeout: args.orphan_timeout(),
@@ -71,9 +73,9 @@ impl Queue {
         &self.name
     }
 
-    /// The apalis storage, for building workers.
-    pub fn storage(&self) -> RedisStorage<DownloadJob> {
-        self.storage.clone()
+    /// The apalis storage for a worker that takes up to `batch_size` jobs per fetch.
+    pub fn worker_storage(&self, batch_size: usize) -> RedisStorage<DownloadJob> {
+        RedisStorage::new(self.conn.clone()).with_config(self.config.clone().batch_size(batch_size.max(1)))
     }
 
     pub fn connection(&self) -> ConnectionManager {

@@ -18,6 +18,11 @@ pub fn record_error(error_code: &'static str, error_type: &'static str) {
     counter!(ERRORS_TOTAL, "error_code" => error_code, "error_type" => error_type).increment(1);
 }
 
+/// Records the enqueue-to-first-start latency of a task in `task_queue_wait_seconds`.
+pub fn record_queue_wait(task_name: &'static str, seconds: f64) {
+    histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => task_name).record(seconds.max(0.0));
+}
+
 /// Tracks one download attempt: `downloads_in_progress`, `download_duration_seconds`,
 /// `downloads_total{status, provider}`.
 #[must_use = "the download is recorded when the tracker is dropped"]
@@ -127,11 +132,6 @@ impl TaskTracker {
     pub fn start(task_name: &'static str) -> Self {
         gauge!(TASKS_IN_PROGRESS, "task_name" => task_name).increment(1.0);
         Self { task_name, start: Instant::now(), outcome: TaskOutcome::Failed }
-    }
-
-    /// Records enqueue-to-start latency of this task's first attempt.
-    pub fn record_queue_wait(&self, seconds: f64) {
-        histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => self.task_name).record(seconds.max(0.0));
     }
 
     /// Sets the outcome recorded at drop; the default is `Failed`.

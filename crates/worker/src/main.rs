@@ -1,1 +1,21 @@
-fn main() {}
+use clap::Parser;
+use clipstash_core::runtime::{cancel_on_signal, migrate_command};
+use clipstash_worker::{Cli, Command, Worker};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Migrate(db) => migrate_command(&db).await,
+        Command::Run(settings) => {
+            let worker = Worker::build(*settings).await?;
+            tracing::info!(name = worker.name(), metrics = %worker.metrics_addr(), "clipstash-worker started");
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            worker.run(shutdown).await
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Process plumbing shared by both binaries.
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DatabaseArgs;
+use crate::db;
+
+/// The `migrate` subcommand: applies pending migrations and returns.
+pub async fn migrate_command(args: &DatabaseArgs) -> anyhow::Result<()> {
+    let pool = db::connect(&args.database_url, 2).await.context("DATABASE_URL: cannot connect to Postgres")?;
+    db::migrate(&pool).await.context("applying migrations")?;
+    pool.close().await;
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM, then cancels `token`.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; only SIGINT stops this process");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+    token.cancel();
+}
