@@ -1,6 +1,6 @@
 //! The per-process Prometheus recorder and its text rendering.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalogue::{self, Component};
 use crate::process;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// Handle to this process's metrics: renders `/metrics` and keeps histograms trimmed.
 #[derive(Clone)]
@@ -21,11 +21,11 @@ impl Exporter {
     /// Installs the global recorder (once per process; later calls share the first one),
     /// describes the catalogue and sets `app_info`.
     pub fn install(component: Component) -> Result<Self, BuildError> {
-        let handle = match HANDLE.get() {
-            Some(h) => h.clone(),
-            None => {
-                let h = catalogue::prometheus_builder().install_recorder()?;
-                HANDLE.get_or_init(|| h).clone()
+        let handle = {
+            let mut slot = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(h) => h.clone(),
+                None => slot.insert(catalogue::prometheus_builder().install_recorder()?).clone(),
             }
         };
         catalogue::describe_all();

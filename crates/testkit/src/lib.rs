@@ -1,0 +1,145 @@
+//! Test support: real Postgres and Redis, isolated per test, a local media server, and
+//! helpers to run the real binaries.
+
+pub mod media;
+pub mod procs;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use clipstash_core::config::{DatabaseArgs, RedisArgs};
+use clipstash_core::db;
+use sqlx::PgPool;
+
+pub use media::{media_sha256, MediaServer};
+
+/// Admin connection used to create per-test databases.
+pub fn admin_url() -> String {
+    std::env::var("CLIPSTASH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CLIPSTASH_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A migrated database of its own, dropped when the test ends.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPool::connect(&admin_url()).await.expect("test Postgres reachable (CLIPSTASH_TEST_DATABASE_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        admin.close().await;
+        let mut url = url_with_db(&admin_url(), &name);
+        url.push_str(if url.contains('?') { "&" } else { "?" });
+        url.push_str("application_name=clipstash-test");
+        let pool = db::connect(&url, 8).await.unwrap();
+        db::migrate(&pool).await.unwrap();
+        Self { name, url, pool }
+    }
+
+    pub fn args(&self) -> DatabaseArgs {
+        DatabaseArgs { database_url: self.url.clone(), db_max_connections: 8 }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, on a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(admin) = PgPool::connect(&admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&admin)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+fn url_with_db(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// A queue name (the Redis key prefix) of its own; its keys are deleted when dropped.
+pub struct TestQueue {
+    pub name: String,
+}
+
+impl TestQueue {
+    pub fn new() -> Self {
+        Self { name: format!("cs-test:{}", uuid::Uuid::new_v4().simple()) }
+    }
+
+    /// Queue settings with fast heartbeats so orphan recovery takes seconds in tests.
+    pub fn args(&self) -> RedisArgs {
+        RedisArgs {
+            redis_url: redis_url(),
+            queue: self.name.clone(),
+            heartbeat_interval: Duration::from_secs(1),
+            missed_heartbeats: 3,
+        }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Default for TestQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.name);
+        let _ = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(redis_url()) else { return };
+            let Ok(mut conn) = client.get_connection() else { return };
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        })
+        .join();
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics naming `what` after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port the OS just handed out (for binaries that take an address, not a listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

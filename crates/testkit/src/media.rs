@@ -1,0 +1,181 @@
+//! A local HTTP server serving generated media and the failure modes the worker must handle.
+//!
+//! Routes (the trailing `tag` makes a URL unique so its hits can be counted alone):
+//! - `/media/{bytes}/{seed}/{tag}`: 200 `video/mp4` with Content-Length
+//! - `/chunked/{bytes}/{seed}/{tag}`: 200 `video/mp4`, chunked, no length
+//! - `/slow/{bytes}/{seed}/{ms_per_64k}/{tag}`: like media, paced
+//! - `/status/{code}/{tag}`: that status
+//! - `/flaky/{fails}/{bytes}/{seed}/{tag}`: 500 for the first `fails` hits, then media
+//! - `/truncated/{bytes}/{seed}/{tag}`: announces `bytes`, sends half, closes
+//! - `/stall/{tag}`: headers and 1 KiB, then nothing until the client leaves
+//! - `/html/{tag}`: a `text/html` page
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const BLOCK: usize = 64 * 1024;
+
+/// Fills `buf` with the bytes at `offset..` of media `seed`.
+fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let p = offset + i as u64;
+        let x = p.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        *b = (x >> 29) as u8;
+    }
+}
+
+/// SHA-256 (hex) of media `seed` of `len` bytes, as the server sends it.
+pub fn media_sha256(len: u64, seed: u64) -> String {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; BLOCK];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(BLOCK as u64) as usize;
+        fill(seed, off, &mut buf[..n]);
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    hex::encode(h.finalize())
+}
+
+#[derive(Clone)]
+pub struct MediaServer {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl MediaServer {
+    /// Binds 127.0.0.1 on a port from the OS and serves until the runtime ends.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = serve(sock, h).await;
+                });
+            }
+        });
+        Self { addr, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Requests received for `path` so far.
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(sock);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).await? == 0 {
+            return Ok(());
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).await? == 0 || header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let count = {
+            let mut h = hits.lock().unwrap();
+            let c = h.entry(path.clone()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let num = |i: usize| parts.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let sock = reader.get_mut();
+        let keep_alive = match parts.first().copied() {
+            Some("media") => send_media(sock, num(1), num(2), None).await?,
+            Some("slow") => send_media(sock, num(1), num(2), Some(Duration::from_millis(num(3)))).await?,
+            Some("chunked") => send_chunked(sock, num(1), num(2)).await?,
+            Some("status") => send_status(sock, num(1) as u16).await?,
+            Some("flaky") if count <= num(1) => send_status(sock, 500).await?,
+            Some("flaky") => send_media(sock, num(2), num(3), None).await?,
+            Some("truncated") => {
+                let len = num(1);
+                sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n").as_bytes()).await?;
+                let mut buf = vec![0u8; (len / 2) as usize];
+                fill(num(2), 0, &mut buf);
+                sock.write_all(&buf).await?;
+                sock.flush().await?;
+                false
+            }
+            Some("stall") => {
+                sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 10485760\r\n\r\n").await?;
+                sock.write_all(&[7u8; 1024]).await?;
+                sock.flush().await?;
+                // Hold the connection open until the client gives up.
+                let mut sink = [0u8; 1024];
+                while reader.read(&mut sink).await? > 0 {}
+                return Ok(());
+            }
+            Some("html") => {
+                let body = "<html><body>not a video</body></html>";
+                sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
+                true
+            }
+            _ => send_status(sock, 404).await?,
+        };
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+async fn send_status(sock: &mut TcpStream, code: u16) -> std::io::Result<bool> {
+    let body = format!("status {code}");
+    sock.write_all(format!("HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
+    Ok(true)
+}
+
+async fn send_media(sock: &mut TcpStream, len: u64, seed: u64, pace: Option<Duration>) -> std::io::Result<bool> {
+    sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n").as_bytes()).await?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(BLOCK as u64) as usize;
+        fill(seed, off, &mut buf[..n]);
+        sock.write_all(&buf[..n]).await?;
+        off += n as u64;
+        if let Some(p) = pace {
+            sock.flush().await?;
+            tokio::time::sleep(p).await;
+        }
+    }
+    sock.flush().await?;
+    Ok(true)
+}
+
+async fn send_chunked(sock: &mut TcpStream, len: u64, seed: u64) -> std::io::Result<bool> {
+    sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n\r\n").await?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(BLOCK as u64) as usize;
+        fill(seed, off, &mut buf[..n]);
+        sock.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+        sock.write_all(&buf[..n]).await?;
+        sock.write_all(b"\r\n").await?;
+        off += n as u64;
+    }
+    sock.write_all(b"0\r\n\r\n").await?;
+    sock.flush().await?;
+    Ok(true)
+}

@@ -1,0 +1,75 @@
+//! Running the real `clipstash-api` and `clipstash-worker` binaries.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// Path of a workspace binary, next to the running test's target folder.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` (just test does)", path.display());
+    path
+}
+
+/// A child process killed when dropped; its output goes to a log file kept for failures.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let log = std::env::temp_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut cmd = Command::new(binary(name));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit; returns whether it exited 0.
+    pub async fn terminate(&mut self, limit: Duration) -> bool {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        matches!(tokio::time::timeout(limit, self.child.wait()).await, Ok(Ok(s)) if s.success())
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Waits until `url` answers 2xx, or panics with the process log.
+pub async fn wait_healthy(proc: &Proc, url: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..400 {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never became healthy; log:\n{}", proc.log_text());
+}

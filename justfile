@@ -1,0 +1,101 @@
+# clipstash: local recipes. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Build output lives outside the clone so fresh clones rebuild incrementally.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/clipstash-target")
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/clipstash")
+export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+export CLIPSTASH_STORAGE_DIR := env_var_or_default("CLIPSTASH_STORAGE_DIR", justfile_directory() / ".data/storage")
+# Local runs fetch from loopback (the SSRF guard's switch; off by default in production).
+export CLIPSTASH_ALLOW_PRIVATE_NETWORKS := "true"
+
+data := justfile_directory() / ".data"
+bin := CARGO_TARGET_DIR / "debug"
+
+_default:
+    @just --list
+
+# Start Postgres and Redis if they do not answer (installing them if missing)
+services:
+    deploy/local/ensure-services.sh
+
+# Build both binaries
+build:
+    cargo build --workspace --bins
+
+# Create the database if missing and apply migrations
+migrate: services build
+    psql "postgres://postgres@127.0.0.1:5432/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'clipstash'" | grep -q 1 \
+      || psql "postgres://postgres@127.0.0.1:5432/postgres" -qc "CREATE DATABASE clipstash"
+    {{bin}}/clipstash-api migrate
+
+# Run the whole system locally: Postgres, Redis, the API on :8080 and one worker (metrics :9101)
+up: migrate
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{data}}/logs {{data}}/pids {{data}}/prometheus
+    just down >/dev/null 2>&1 || true
+    {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
+    echo '[]' > {{data}}/prometheus/workers.json
+    just worker >/dev/null
+    for _ in $(seq 1 100); do curl -fs http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.1; done
+    curl -fs http://127.0.0.1:8080/readyz >/dev/null || { echo "API did not become ready; see {{data}}/logs/api.log"; exit 1; }
+    echo "clipstash is up"
+    echo "  API:            http://127.0.0.1:8080   (metrics: http://127.0.0.1:8080/metrics)"
+    echo "  worker 1:       metrics http://127.0.0.1:9101/metrics"
+    echo "  storage:        $CLIPSTASH_STORAGE_DIR"
+    echo "  logs:           {{data}}/logs/"
+    echo "  more workers:   just worker;  Prometheus: just monitor;  stop: just down"
+    echo "  try:            curl -s -XPOST localhost:8080/v1/downloads -H 'content-type: application/json' -d '{\"url\":\"https://example.com/video.mp4\"}'"
+
+# Add one more worker on the next free metrics port (9101, 9102, ...)
+worker:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{data}}/logs {{data}}/pids {{data}}/prometheus
+    port=9101
+    while [ -e {{data}}/pids/worker-$port.pid ] && kill -0 "$(cat {{data}}/pids/worker-$port.pid)" 2>/dev/null; do port=$((port+1)); done
+    CLIPSTASH_METRICS_LISTEN=127.0.0.1:$port {{bin}}/clipstash-worker run >{{data}}/logs/worker-$port.log 2>&1 &
+    echo $! > {{data}}/pids/worker-$port.pid
+    # Register the target for `just monitor` (file_sd: Prometheus picks it up without a reload).
+    targets=$(for f in {{data}}/pids/worker-*.pid; do p=${f##*-}; p=${p%.pid}; kill -0 "$(cat $f)" 2>/dev/null && printf '"127.0.0.1:%s",' "$p"; done)
+    echo "[{\"targets\": [${targets%,}], \"labels\": {\"env\": \"local\"}}]" > {{data}}/prometheus/workers.json
+    echo "worker started: metrics http://127.0.0.1:$port/metrics, log {{data}}/logs/worker-$port.log"
+
+# Stop everything `just up`, `just worker` and `just monitor` started
+down:
+    #!/usr/bin/env bash
+    for f in {{data}}/pids/*.pid; do
+      [ -e "$f" ] || continue
+      kill -TERM "$(cat "$f")" 2>/dev/null && echo "stopped $(basename "$f" .pid)"
+      rm -f "$f"
+    done
+
+# Start a local Prometheus on :9090 scraping the local stack with deploy/prometheus.yml's jobs
+monitor:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v prometheus >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
+    mkdir -p {{data}}/prometheus/tsdb {{data}}/pids {{data}}/logs
+    [ -e {{data}}/prometheus/workers.json ] || echo '[]' > {{data}}/prometheus/workers.json
+    cp deploy/prometheus.yml deploy/alerts.yml {{data}}/prometheus/
+    [ -e {{data}}/pids/prometheus.pid ] && kill "$(cat {{data}}/pids/prometheus.pid)" 2>/dev/null || true
+    prometheus --config.file={{data}}/prometheus/prometheus.yml --storage.tsdb.path={{data}}/prometheus/tsdb \
+      --web.listen-address=127.0.0.1:9090 >{{data}}/logs/prometheus.log 2>&1 &
+    echo $! > {{data}}/pids/prometheus.pid
+    echo "Prometheus: http://127.0.0.1:9090 (targets: http://127.0.0.1:9090/targets)"
+
+# Run the whole test suite (starts Postgres and Redis if needed)
+test: services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
+    deploy/check.sh
+    cargo build --workspace --bins
+    cargo test --workspace
+
+# Format and lint
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
