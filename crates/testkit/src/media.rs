@@ -118,7 +118,7 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
                 false
             }
             Some("stall") => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 10485760\r\n\r\n").await?;
+                sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 102400\r\n\r\n").await?;
                 sock.write_all(&[7u8; 1024]).await?;
                 sock.flush().await?;
                 // Hold the connection open until the client gives up.

@@ -1,0 +1,189 @@
+//! The worker against real Postgres, Redis, local storage and a local media server.
+
+mod common;
+
+use std::time::Duration;
+
+use clipstash_testkit::{media_sha256, wait_for, MediaServer};
+use common::Env;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn media_of_every_size_is_streamed_into_storage_intact() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let worker = env.start_worker(env.settings()).await;
+    // From one byte to past several upload parts (8 MiB each), plus a chunked response.
+    let cases: Vec<(String, u64, u64)> = [0u64, 1, 64 * 1024, 9 * 1024 * 1024 + 7, 130 * 1024 * 1024]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("/media/{n}/{i}/size"), n, i as u64))
+        .chain([(format!("/chunked/{}/77/c", 3 * 1024 * 1024 + 5), 3 * 1024 * 1024 + 5, 77)])
+        .collect();
+    let mut ids = Vec::new();
+    for (path, _, _) in &cases {
+        ids.push(env.submit(&media.url(path)).await);
+    }
+    let mut total = 0;
+    for ((path, size, seed), id) in cases.iter().zip(&ids) {
+        let job = env.finished(*id, LIMIT).await;
+        assert_eq!(job.status, "succeeded", "{path}: {:?}", job.error_message);
+        assert_eq!(job.size_bytes, Some(*size as i64), "{path}");
+        let expected = media_sha256(*size, *seed);
+        assert_eq!(job.sha256.as_deref(), Some(expected.as_str()), "{path}");
+        assert_eq!(job.content_type.as_deref(), Some("video/mp4"));
+        assert_eq!(job.attempts, 1);
+        assert_eq!(job.provider.as_deref(), Some("local"));
+        assert!(job.started_at.is_some() && job.finished_at.is_some());
+        // What is on disk is what the source sent.
+        let on_disk = std::fs::read(env.object_path(*id)).unwrap();
+        assert_eq!(on_disk.len() as u64, *size);
+        use sha2::Digest;
+        assert_eq!(hex::encode(sha2::Sha256::digest(&on_disk)), expected, "{path}");
+        total += *size as i64;
+    }
+    assert_eq!(env.usage().await, (total, cases.len() as i64));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_end_with_their_code_after_the_right_number_of_attempts() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let mut settings = env.settings();
+    settings.max_file_bytes = 1024 * 1024;
+    let worker = env.start_worker(settings).await;
+    // (path, final status, error code, attempts, requests the source saw)
+    let cases = [
+        ("/status/404/a", "failed", Some("source_not_found"), 1, 1),
+        ("/status/410/a", "failed", Some("source_not_found"), 1, 1),
+        ("/status/403/a", "failed", Some("source_client_error"), 1, 1),
+        ("/status/500/a", "failed", Some("source_server_error"), 4, 4),
+        ("/status/429/a", "failed", Some("source_rate_limited"), 4, 4),
+        ("/flaky/2/5000/3/a", "succeeded", None, 3, 3),
+        ("/truncated/100000/1/a", "failed", Some("truncated"), 4, 4),
+        ("/stall/a", "failed", Some("timeout"), 4, 4),
+        ("/html/a", "failed", Some("unsupported_content_type"), 1, 1),
+        ("/media/2000000/1/a", "failed", Some("file_too_large"), 1, 1),
+        ("/chunked/2000000/1/a", "failed", Some("file_too_large"), 1, 1),
+    ];
+    let mut ids = Vec::new();
+    for (path, ..) in &cases {
+        ids.push(env.submit(&media.url(path)).await);
+    }
+    // Nothing listens on this port: a connection error, retried.
+    let closed = clipstash_testkit::free_port();
+    let refused = env.submit(&format!("http://127.0.0.1:{closed}/v.mp4")).await;
+
+    for ((path, status, code, attempts, hits), id) in cases.iter().zip(&ids) {
+        let job = env.finished(*id, LIMIT).await;
+        assert_eq!(job.status, *status, "{path}: {:?}", job.error_message);
+        assert_eq!(job.error_code.as_deref(), *code, "{path}: {:?}", job.error_message);
+        assert_eq!(job.attempts, *attempts, "{path}");
+        assert_eq!(media.hits(path), *hits, "{path}");
+        assert!(job.finished_at.is_some());
+    }
+    let job = env.finished(refused, LIMIT).await;
+    assert_eq!((job.error_code.as_deref(), job.attempts), (Some("connection_failed"), 4));
+
+    // Failed attempts leave nothing behind: only the one success is stored and counted.
+    let files = env.stored_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(env.usage().await, (5000, 1));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_delivered_twice_is_stored_and_counted_once() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let url = media.url("/media/777777/5/dup");
+    let id = env.submit(&url).await;
+    let created = env.job(id).await.created_at;
+    env.push(id, &url, created).await;
+    let worker = env.start_worker(env.settings()).await;
+    let job = env.finished(id, LIMIT).await;
+    assert_eq!(job.status, "succeeded");
+    // Let the second delivery be handled too.
+    wait_for("both deliveries handled", LIMIT, || async {
+        let s = env.producer.stats().await.unwrap();
+        (s.pending + s.running + s.scheduled == 0).then_some(())
+    })
+    .await;
+    assert_eq!(env.usage().await, (777777, 1));
+    assert_eq!(env.job(id).await.attempts, 1, "the second delivery saw a finished job");
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_workers_is_given_up() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let url = media.url("/media/10/1/poison");
+    let id = env.submit(&url).await;
+    // As if four deliveries had each died with their worker.
+    sqlx::query("UPDATE jobs SET status = 'running', attempts = 4 WHERE id = $1").bind(id).execute(&env.db.pool).await.unwrap();
+    let worker = env.start_worker(env.settings()).await;
+    let job = env.finished(id, LIMIT).await;
+    assert_eq!((job.status.as_str(), job.error_code.as_deref()), ("failed", Some("redelivery_limit")));
+    assert_eq!(media.hits("/media/10/1/poison"), 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelled_jobs_are_skipped() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let id = env.submit(&media.url("/media/10/1/cancel")).await;
+    clipstash_core::db::delete_job(&env.db.pool, id).await.unwrap();
+    let witness = env.submit(&media.url("/media/10/1/after")).await;
+    let worker = env.start_worker(env.settings()).await;
+    assert_eq!(env.finished(witness, LIMIT).await.status, "succeeded");
+    wait_for("queue drained", LIMIT, || async {
+        let s = env.producer.stats().await.unwrap();
+        (s.pending + s.running == 0).then_some(())
+    })
+    .await;
+    assert_eq!(env.job(id).await.status, "cancelled");
+    assert_eq!(media.hits("/media/10/1/cancel"), 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_hands_unfinished_jobs_back_and_deregisters() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    // About 4 s of paced bytes: still running when the worker is told to stop.
+    let slow = "/slow/4000000/2/100/handback";
+    let id = env.submit(&media.url(slow)).await;
+    let first = env.start_worker(env.settings()).await;
+    wait_for("the download to start", LIMIT, || async { (media.hits(slow) == 1).then_some(()) }).await;
+    let name = first.name.clone();
+    first.shutdown().await;
+
+    // Handed back at once (not after the orphan timeout), and no stale registration left.
+    let stats = env.producer.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.running), (1, 0), "{stats:?}");
+    let mut conn = env.queue.conn().await;
+    let workers: Vec<String> = redis::cmd("ZRANGE").arg(format!("{}:workers", env.queue.name)).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    assert!(!workers.iter().any(|w| w.starts_with(&name)), "{workers:?}");
+    assert_eq!(env.job(id).await.status, "running");
+
+    let second = env.start_worker(env.settings()).await;
+    let job = env.finished(id, LIMIT).await;
+    assert_eq!(job.status, "succeeded");
+    assert_eq!(job.sha256.as_deref(), Some(media_sha256(4_000_000, 2).as_str()));
+    assert_eq!(job.attempts, 2);
+    assert_eq!(env.usage().await, (4_000_000, 1));
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn conflicting_settings_stop_start_up_with_a_message_naming_them() {
+    let env = Env::new().await;
+    let mut settings = env.settings();
+    settings.shutdown_grace = Duration::from_secs(10);
+    let err = clipstash_worker::Worker::build(settings).await.err().expect("refused").to_string();
+    assert!(err.contains("CLIPSTASH_SHUTDOWN_GRACE") && err.contains("CLIPSTASH_HEARTBEAT_INTERVAL"), "{err}");
+}
