@@ -3,6 +3,7 @@
 
 pub mod media;
 pub mod procs;
+pub mod prom;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -122,9 +122,11 @@ impl JobContext {
 
         if attempts > self.max_attempts {
             // Delivered again after crashing workers: stop the loop here.
+            let task = TaskTracker::start(TASK_PROCESS_DOWNLOAD);
             let e = JobError::new(ErrorCode::RedeliveryLimit, format!("gave up after {} deliveries", attempts - 1));
             record_error(e.code.as_str(), e.code.error_type().as_str());
             db::mark_failed(conn.get(), id, e.code, &e.message).await?;
+            task.finish(TaskOutcome::Failed);
             conn.release().await?;
             return Ok(());
         }

@@ -1,0 +1,260 @@
+//! End to end with the real binaries: `clipstash-api` and `clipstash-worker` processes,
+//! real Postgres, Redis, local storage, promtool and Prometheus.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clipstash_testkit::procs::{wait_healthy, Proc};
+use clipstash_testkit::prom::{self, promtool_check_metrics};
+use clipstash_testkit::{free_port, media_sha256, wait_for, MediaServer, TestDb, TestQueue};
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+struct Stack {
+    db: TestDb,
+    queue: TestQueue,
+    storage_dir: PathBuf,
+    api: Option<Proc>,
+    api_port: u16,
+    workers: Vec<(Proc, u16)>,
+    client: reqwest::Client,
+}
+
+impl Stack {
+    fn new() -> impl std::future::Future<Output = Self> {
+        async {
+            Self {
+                db: TestDb::new().await,
+                queue: TestQueue::new(),
+                storage_dir: std::env::temp_dir().join(format!("cs-e2e-{}", uuid::Uuid::new_v4().simple())),
+                api: None,
+                api_port: free_port(),
+                workers: Vec::new(),
+                client: reqwest::Client::new(),
+            }
+        }
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.db.url.clone()),
+            ("REDIS_URL", clipstash_testkit::redis_url()),
+            ("CLIPSTASH_QUEUE", self.queue.name.clone()),
+            ("CLIPSTASH_STORAGE_DIR", self.storage_dir.display().to_string()),
+            ("CLIPSTASH_STORAGE_QUOTA_BYTES", (1u64 << 30).to_string()),
+            ("CLIPSTASH_ALLOW_PRIVATE_NETWORKS", "true".into()),
+            ("CLIPSTASH_HEARTBEAT_INTERVAL", "1s".into()),
+            ("CLIPSTASH_MISSED_HEARTBEATS", "3".into()),
+            ("CLIPSTASH_SHUTDOWN_GRACE", "2s".into()),
+            ("CLIPSTASH_POLL_INTERVAL", "50ms".into()),
+            ("CLIPSTASH_RETRY_BASE", "20ms".into()),
+            ("CLIPSTASH_IDLE_TIMEOUT", "2s".into()),
+            ("CLIPSTASH_QUEUE_REFRESH", "500ms".into()),
+            ("CLIPSTASH_STORAGE_REFRESH", "500ms".into()),
+        ]
+    }
+
+    fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api_port)
+    }
+
+    async fn start_api(&mut self) {
+        let mut env = self.env();
+        env.push(("CLIPSTASH_LISTEN", format!("127.0.0.1:{}", self.api_port)));
+        env.push(("CLIPSTASH_HTTP_WORKERS", "2".into()));
+        let api = Proc::spawn("clipstash-api", &["serve"], &env);
+        wait_healthy(&api, &self.api_url("/readyz")).await;
+        self.api = Some(api);
+    }
+
+    async fn start_worker(&mut self, concurrency: u32) -> usize {
+        let port = free_port();
+        let mut env = self.env();
+        env.push(("CLIPSTASH_METRICS_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("CLIPSTASH_CONCURRENCY", concurrency.to_string()));
+        let w = Proc::spawn("clipstash-worker", &["run"], &env);
+        wait_healthy(&w, &format!("http://127.0.0.1:{port}/healthz")).await;
+        self.workers.push((w, port));
+        self.workers.len() - 1
+    }
+
+    async fn submit(&self, url: &str) -> String {
+        let r = self.client.post(self.api_url("/v1/downloads")).json(&json!({ "url": url })).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.client.get(self.api_url(&format!("/v1/downloads/{id}"))).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        wait_for(&format!("job {id} to finish"), LIMIT, || async move {
+            let j = self.job(id).await;
+            matches!(j["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(j)
+        })
+        .await
+    }
+
+    async fn scrape(&self, port: u16) -> String {
+        self.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    fn logs(&self) -> String {
+        let mut s = self.api.as_ref().map(|a| a.log_text()).unwrap_or_default();
+        for (w, _) in &self.workers {
+            s.push_str(&w.log_text());
+        }
+        s
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[tokio::test]
+async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    stack.start_api().await;
+
+    // Cancelled while queued, before any worker exists: it must never run.
+    let cancelled = stack.submit(&media.url("/media/1000/1/cancelled")).await;
+    let r = stack.client.delete(stack.api_url(&format!("/v1/downloads/{cancelled}"))).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    stack.start_worker(4).await;
+    stack.start_worker(4).await;
+
+    let mut good = Vec::new();
+    for i in 0..50u64 {
+        let size = 1024 + i * 37_000;
+        let id = stack.submit(&media.url(&format!("/media/{size}/{i}/e2e"))).await;
+        good.push((id, size, i));
+    }
+    let server_error = stack.submit(&media.url("/status/500/e2e")).await;
+    let not_found = stack.submit(&media.url("/status/404/e2e")).await;
+    let flaky = stack.submit(&media.url("/flaky/1/4242/7/e2e")).await;
+
+    let mut total = 4242;
+    for (id, size, seed) in &good {
+        let job = stack.finished(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+        assert_eq!(job["size_bytes"], *size);
+        let expected = media_sha256(*size, *seed);
+        assert_eq!(job["sha256"], expected.as_str());
+        let stored = stack.storage_dir.join(job["object_key"].as_str().unwrap());
+        assert_eq!(sha256_file(&stored), expected, "stored object matches the source");
+        total += size;
+    }
+    let job = stack.finished(&server_error).await;
+    assert_eq!((job["status"].as_str(), job["error"]["code"].as_str(), job["attempts"].as_i64()), (Some("failed"), Some("source_server_error"), Some(4)));
+    assert_eq!(media.hits("/status/500/e2e"), 4);
+    let job = stack.finished(&not_found).await;
+    assert_eq!((job["error"]["code"].as_str(), job["attempts"].as_i64()), (Some("source_not_found"), Some(1)));
+    let job = stack.finished(&flaky).await;
+    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(2)));
+    assert_eq!(stack.job(&cancelled).await["status"], "cancelled");
+    assert_eq!(media.hits("/media/1000/1/cancelled"), 0);
+
+    // Metrics: every endpoint passes promtool, and the counts add up across workers.
+    let mut worker_samples = Vec::new();
+    for (_, port) in &stack.workers {
+        let text = stack.scrape(*port).await;
+        promtool_check_metrics(&text).unwrap_or_else(|e| panic!("worker /metrics: {e}"));
+        let samples = prom::parse(&text);
+        assert_eq!(prom::sum(&samples, "app_info", &[("component", "worker")]), 1.0);
+        worker_samples.extend(samples);
+    }
+    let tasks = |status| prom::sum(&worker_samples, "tasks_total", &[("task_name", "process_download"), ("status", status)]);
+    assert_eq!(tasks("success"), 51.0);
+    assert_eq!(tasks("failed"), 2.0);
+    let errors: Vec<_> = worker_samples.iter().filter(|s| s.name == "errors_total").collect();
+    assert_eq!(tasks("retried"), 4.0, "3 retries of the 500 and 1 of the flaky source; errors: {errors:?}\n{}", stack.logs());
+    assert_eq!(prom::sum(&worker_samples, "downloads_total", &[("status", "success"), ("provider", "direct")]), 51.0);
+    assert_eq!(prom::sum(&worker_samples, "downloads_total", &[("status", "failed")]), 6.0);
+    assert_eq!(prom::sum(&worker_samples, "task_queue_wait_seconds_count", &[]), 53.0);
+    assert_eq!(prom::sum(&worker_samples, "storage_uploads_total", &[("provider", "local"), ("status", "success")]), 51.0);
+    assert_eq!(prom::sum(&worker_samples, "errors_total", &[("error_code", "source_server_error")]), 5.0, "4 from the 500 source, 1 from the flaky one");
+    assert_eq!(prom::sum(&worker_samples, "tasks_in_progress", &[]), 0.0);
+    assert!(prom::sum(&worker_samples, "process_resident_memory_bytes", &[]) > 0.0);
+
+    let api_text = stack.scrape(stack.api_port).await;
+    promtool_check_metrics(&api_text).unwrap_or_else(|e| panic!("api /metrics: {e}"));
+    let api = prom::parse(&api_text);
+    assert_eq!(prom::sum(&api, "app_info", &[("component", "api")]), 1.0);
+    assert_eq!(prom::sum(&api, "tasks_enqueued_total", &[]), 54.0);
+    assert_eq!(prom::sum(&api, "http_requests_total", &[("method", "POST"), ("endpoint", "/v1/downloads"), ("status", "202")]), 54.0);
+    assert!(prom::sum(&api, "http_requests_total", &[("endpoint", "/v1/downloads/{id}"), ("status", "200")]) >= 54.0);
+    assert!(!api_text.contains(&cancelled), "no job id in any label");
+    // Global gauges converge on Postgres' and Redis' figures in every process.
+    for port in std::iter::once(stack.api_port).chain(stack.workers.iter().map(|(_, p)| *p)) {
+        wait_for("storage and queue gauges", LIMIT, || async {
+            let s = prom::parse(&stack.scrape(port).await);
+            let ok = prom::sum(&s, "storage_usage_bytes", &[("provider", "local")]) == total as f64
+                && prom::sum(&s, "storage_files", &[("provider", "local")]) == 51.0
+                && prom::sum(&s, "storage_quota_bytes", &[("provider", "local")]) == (1u64 << 30) as f64
+                && prom::sum(&s, "workers_live", &[]) == 2.0
+                && prom::sum(&s, "queue_length", &[("state", "pending")]) == 0.0;
+            ok.then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    stack.start_api().await;
+    let victim = stack.start_worker(1).await;
+    // About 3 s of paced bytes, so the worker is mid-download when killed.
+    let path = "/slow/3000000/5/100/kill9";
+    let id = stack.submit(&media.url(path)).await;
+    wait_for("the download to start", LIMIT, || async { (media.hits(path) == 1).then_some(()) }).await;
+    assert_eq!(stack.job(&id).await["status"], "running");
+
+    stack.start_worker(1).await;
+    stack.workers[victim].0.kill9().await;
+
+    let job = stack.finished(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["sha256"], media_sha256(3_000_000, 5).as_str());
+    assert_eq!(media.hits(path), 2);
+    let storage: Value = stack.client.get(stack.api_url("/v1/storage")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(storage["providers"][0]["bytes_used"], 3_000_000);
+    assert_eq!(storage["providers"][0]["file_count"], 1);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_ids_add_no_http_series() {
+    let mut stack = Stack::new().await;
+    stack.start_api().await;
+    // Warm up each route shape once so the baseline holds their series.
+    for path in ["/nope/warm", "/v1/downloads/018f0000-0000-7000-8000-000000000000", "/v1/downloads/warm", "/metrics"] {
+        stack.client.get(stack.api_url(path)).send().await.unwrap();
+    }
+    let before = prom::parse(&stack.scrape(stack.api_port).await);
+    for i in 0..1000 {
+        stack.client.get(stack.api_url(&format!("/unknown/{i}/{}", uuid::Uuid::new_v4()))).send().await.unwrap();
+        let id = uuid::Uuid::new_v4();
+        let r = stack.client.get(stack.api_url(&format!("/v1/downloads/{id}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let after_text = stack.scrape(stack.api_port).await;
+    let after = prom::parse(&after_text);
+    let grew = prom::series_count(&after, "http_") as i64 - prom::series_count(&before, "http_") as i64;
+    assert!(grew <= 5, "2,000 distinct paths added {grew} HTTP series");
+    assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "unmatched"), ("status", "404")]) >= 1000.0);
+    assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "/v1/downloads/{id}"), ("status", "404")]) >= 1000.0);
+}
