@@ -258,3 +258,153 @@ async fn unknown_paths_and_ids_add_no_http_series() {
     assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "unmatched"), ("status", "404")]) >= 1000.0);
     assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "/v1/downloads/{id}"), ("status", "404")]) >= 1000.0);
 }
+
+/// The repository's own `deploy/` and `dashboards/` files.
+fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
+
+/// Prometheus run with `deploy/prometheus.yml`, pointed at this test's processes.
+struct Prometheus {
+    _proc: std::process::Child,
+    base: String,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    async fn start(api_port: u16, worker_ports: &[u16]) -> Self {
+        let dir = std::env::temp_dir().join(format!("cs-prom-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = std::fs::read_to_string(repo_file("deploy/prometheus.yml")).unwrap();
+        // Same jobs, rules and file_sd discovery; only the cadence and the API's port change.
+        let replaced = |from: &str, to: &str, text: String| {
+            assert!(text.contains(from), "deploy/prometheus.yml no longer has `{from}`");
+            text.replace(from, to)
+        };
+        let config = replaced("scrape_interval: 15s", "scrape_interval: 1s", config);
+        let config = replaced("evaluation_interval: 15s", "evaluation_interval: 1s", config);
+        let config = replaced("127.0.0.1:8080", &format!("127.0.0.1:{api_port}"), config);
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        std::fs::copy(repo_file("deploy/alerts.yml"), dir.join("alerts.yml")).unwrap();
+        let targets: Vec<String> = worker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        std::fs::write(dir.join("workers.json"), json!([{ "targets": targets }]).to_string()).unwrap();
+
+        let port = free_port();
+        let proc = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::fs::File::create(dir.join("log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("err")).unwrap())
+            .spawn()
+            .expect("prometheus on PATH (Debian package prometheus; `just test` installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        wait_for("prometheus ready", LIMIT, || {
+            let url = format!("{base}/-/ready");
+            let client = client.clone();
+            async move { client.get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        Self { _proc: proc, base, dir }
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
+        let url = url::Url::parse_with_params(&format!("{}{path}", self.base), query).unwrap();
+        let r = reqwest::Client::new().get(url).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    /// Evaluates an instant query; panics on a PromQL error.
+    async fn query(&self, expr: &str) -> Vec<Value> {
+        let v = self.get("/api/v1/query", &[("query", expr)]).await;
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self._proc.kill();
+        let _ = self._proc.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    stack.start_api().await;
+    stack.start_worker(2).await;
+    stack.start_worker(2).await;
+    let worker_ports: Vec<u16> = stack.workers.iter().map(|(_, p)| *p).collect();
+    let prom = Prometheus::start(stack.api_port, &worker_ports).await;
+
+    // Every target of both scrape jobs is up.
+    wait_for("all three targets up", LIMIT, || async {
+        let t = prom.get("/api/v1/targets", &[]).await;
+        let active = t["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        let up = |job: &str| active.iter().filter(|a| a["labels"]["job"] == job && a["health"] == "up").count();
+        (up("clipstash-api") == 1 && up("clipstash-worker") == 2).then_some(())
+    })
+    .await;
+
+    // A workload with successes, a permanent failure and retried failures.
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        ids.push(stack.submit(&media.url(&format!("/media/{}/{i}/prom", 50_000 + i * 1000))).await);
+    }
+    ids.push(stack.submit(&media.url("/status/404/prom")).await);
+    ids.push(stack.submit(&media.url("/status/503/prom")).await);
+    for id in &ids {
+        stack.finished(id).await;
+    }
+    wait_for("Prometheus to see the workload", LIMIT, || async {
+        let r = prom.query(r#"sum(tasks_total{job="clipstash-worker", status="success"})"#).await;
+        (r.first().and_then(|s| s["value"][1].as_str()) == Some("10")).then_some(())
+    })
+    .await;
+    // Let rate() windows hold a few samples after the workload.
+    wait_for("a few more scrapes", LIMIT, || async {
+        let r = prom.query(r#"count_over_time(up{job="clipstash-api"}[1m])"#).await;
+        let n: f64 = r.first().and_then(|s| s["value"][1].as_str()).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        (n >= 8.0).then_some(())
+    })
+    .await;
+
+    // Every dashboard query parses, evaluates and returns data.
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(repo_file("dashboards/clipstash.json")).unwrap()).unwrap();
+    let mut evaluated = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let concrete = expr.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*");
+            let result = prom.query(&concrete).await;
+            assert!(!result.is_empty(), "panel {:?} returned no data: {concrete}", panel["title"]);
+            evaluated += 1;
+        }
+    }
+    assert!(evaluated >= 15, "only {evaluated} panel queries");
+
+    // Every alert rule is loaded, evaluates without error, and its expression runs.
+    let rules = wait_for("rules evaluated", LIMIT, || async {
+        let v = prom.get("/api/v1/rules", &[]).await;
+        let rules: Vec<Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (!rules.is_empty() && rules.iter().all(|r| r["health"] == "ok")).then_some(rules)
+    })
+    .await;
+    assert!(rules.len() >= 7, "{} rules", rules.len());
+    for rule in &rules {
+        assert_eq!(rule["type"], "alerting");
+        prom.query(rule["query"].as_str().unwrap()).await;
+    }
+    // With every worker up and nothing failing for long, the no-workers alert stays quiet.
+    let firing = prom.query(r#"ALERTS{alertname="ClipstashNoLiveWorkers"}"#).await;
+    assert!(firing.is_empty(), "{firing:?}");
+}
