@@ -12,10 +12,18 @@ use serde::Serialize;
 pub enum ApiError {
     /// The client's fault: a 4xx with a message saying what was wrong.
     #[error("{message}")]
-    Client { status: StatusCode, code: ErrorCode, message: String },
+    Client {
+        status: StatusCode,
+        code: ErrorCode,
+        message: String,
+    },
     /// A dependency failed: a 5xx whose body leaks nothing; the cause is logged.
     #[error("{code}")]
-    Unavailable { code: ErrorCode, #[source] source: anyhow::Error },
+    Unavailable {
+        code: ErrorCode,
+        #[source]
+        source: anyhow::Error,
+    },
     #[error("internal error")]
     Unexpected(#[from] anyhow::Error),
 }
@@ -33,11 +41,18 @@ impl std::fmt::Debug for ApiError {
 
 impl ApiError {
     pub fn client(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError::Client { status, code, message: message.into() }
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn database(e: impl Into<anyhow::Error>) -> Self {
-        ApiError::Unavailable { code: ErrorCode::DatabaseUnavailable, source: e.into() }
+        ApiError::Unavailable {
+            code: ErrorCode::DatabaseUnavailable,
+            source: e.into(),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -79,39 +94,66 @@ impl ResponseError for ApiError {
         if !matches!(self, ApiError::Client { .. }) {
             tracing::error!(error = ?self, "request failed");
         }
-        HttpResponse::build(self.status_code())
-            .json(ErrorBody { error: ErrorDetail { code: code.as_str(), message: &message } })
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: code.as_str(),
+                message,
+            },
+        })
     }
 }
 
 /// Maps body-parsing failures onto stable codes.
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            format!("request body is larger than {} bytes", crate::MAX_BODY_BYTES),
-        ),
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body is larger than {} bytes",
+                    crate::MAX_BODY_BYTES
+                ),
+            )
+        }
         JsonPayloadError::ContentType => ApiError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             "Content-Type must be application/json",
         ),
-        JsonPayloadError::Deserialize(de) if de.is_data() => {
-            ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest, de.to_string())
-        }
-        JsonPayloadError::Deserialize(de) => {
-            ApiError::client(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, format!("malformed JSON: {de}"))
-        }
-        other => ApiError::client(StatusCode::BAD_REQUEST, ErrorCode::InvalidJson, other.to_string()),
+        JsonPayloadError::Deserialize(de) if de.is_data() => ApiError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            de.to_string(),
+        ),
+        JsonPayloadError::Deserialize(de) => ApiError::client(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson,
+            format!("malformed JSON: {de}"),
+        ),
+        other => ApiError::client(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidJson,
+            other.to_string(),
+        ),
     };
     e.into()
 }
 
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::client(StatusCode::BAD_REQUEST, ErrorCode::InvalidQuery, format!("bad query string: {err}")).into()
+    ApiError::client(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidQuery,
+        format!("bad query string: {err}"),
+    )
+    .into()
 }
 
 pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::client(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, format!("bad path: {err}")).into()
+    ApiError::client(
+        StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidRequest,
+        format!("bad path: {err}"),
+    )
+    .into()
 }

@@ -8,7 +8,7 @@ pub mod routes;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clipstash_core::config::{DatabaseArgs, GaugeArgs, NetworkArgs, RedisArgs, StorageArgs};
@@ -24,7 +24,11 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// Command line of `clipstash-api`.
 #[derive(Debug, Parser)]
-#[command(name = "clipstash-api", version, about = "clipstash HTTP API: submit and follow video download jobs")]
+#[command(
+    name = "clipstash-api",
+    version,
+    about = "clipstash HTTP API: submit and follow video download jobs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -42,15 +46,28 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Address the API listens on.
-    #[arg(long, env = "CLIPSTASH_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "CLIPSTASH_LISTEN",
+        value_name = "CLIPSTASH_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
 
     /// Serve /metrics on this separate internal address instead of on the API listener.
-    #[arg(long, env = "CLIPSTASH_METRICS_LISTEN")]
+    #[arg(
+        long,
+        env = "CLIPSTASH_METRICS_LISTEN",
+        value_name = "CLIPSTASH_METRICS_LISTEN"
+    )]
     pub metrics_listen: Option<SocketAddr>,
 
     /// HTTP worker threads (default: one per core).
-    #[arg(long, env = "CLIPSTASH_HTTP_WORKERS")]
+    #[arg(
+        long,
+        env = "CLIPSTASH_HTTP_WORKERS",
+        value_name = "CLIPSTASH_HTTP_WORKERS"
+    )]
     pub http_workers: Option<usize>,
 
     #[command(flatten)]
@@ -88,37 +105,61 @@ impl Application {
     ///
     /// [`run`]: Application::run
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let exporter = Exporter::install(Component::Api).context("installing the metrics recorder")?;
-        let pool = db::connect(&settings.database.database_url, settings.database.db_max_connections)
-            .await
-            .context("DATABASE_URL: cannot connect to Postgres")?;
+        let exporter =
+            Exporter::install(Component::Api).context("installing the metrics recorder")?;
+        let pool = db::connect(
+            &settings.database.database_url,
+            settings.database.db_max_connections,
+        )
+        .await
+        .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&settings.redis).await?;
         let storage = Storage::from_args(&settings.storage)?;
-        let state = web::Data::new(AppState { pool, queue, storage });
+        let state = web::Data::new(AppState {
+            pool,
+            queue,
+            storage,
+        });
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("CLIPSTASH_LISTEN={}: cannot bind", settings.listen))?;
         let addr = listener.local_addr()?;
         let metrics_listener = settings
             .metrics_listen
-            .map(|a| TcpListener::bind(a).with_context(|| format!("CLIPSTASH_METRICS_LISTEN={a}: cannot bind")))
+            .map(|a| {
+                TcpListener::bind(a)
+                    .with_context(|| format!("CLIPSTASH_METRICS_LISTEN={a}: cannot bind"))
+            })
             .transpose()?;
-        let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let serve_metrics_on_api = metrics_listener.is_none();
 
-        let workers = settings.http_workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let workers = settings
+            .http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let api_state = state.clone();
         let api_exporter = exporter.clone();
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(api_state.clone())
-                .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(error::json_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_BODY_BYTES)
+                        .error_handler(error::json_error),
+                )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
                 .wrap(actix_web::middleware::from_fn(middleware::track_http));
             let app = app.configure(routes_config);
-            let app = if serve_metrics_on_api { app.configure(metrics_config(api_exporter.clone())) } else { app };
+            let app = if serve_metrics_on_api {
+                app.configure(metrics_config(api_exporter.clone()))
+            } else {
+                app
+            };
             app.default_service(web::to(routes::unmatched))
         })
         .workers(workers)
@@ -139,7 +180,15 @@ impl Application {
             }
             None => None,
         };
-        Ok(Self { server, metrics_server, addr, metrics_addr, state, exporter, gauges: settings.gauges })
+        Ok(Self {
+            server,
+            metrics_server,
+            addr,
+            metrics_addr,
+            state,
+            exporter,
+            gauges: settings.gauges,
+        })
     }
 
     /// The address the API listens on (the real port when bound to port 0).
@@ -217,7 +266,11 @@ fn metrics_config(exporter: Exporter) -> impl Fn(&mut web::ServiceConfig) {
             "/metrics",
             web::get().to(move || {
                 let body = ex.render();
-                async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body) }
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4; charset=utf-8")
+                        .body(body)
+                }
             }),
         );
     }

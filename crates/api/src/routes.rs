@@ -10,8 +10,8 @@ use clipstash_core::{DownloadJob, ErrorCode, JobStatus};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -48,7 +48,10 @@ pub struct JobErrorView {
 impl From<JobRow> for JobView {
     fn from(r: JobRow) -> Self {
         let status = r.status();
-        let error = r.error_code.map(|code| JobErrorView { code, message: r.error_message.unwrap_or_default() });
+        let error = r.error_code.map(|code| JobErrorView {
+            code,
+            message: r.error_message.unwrap_or_default(),
+        });
         JobView {
             id: r.id,
             url: r.url,
@@ -61,7 +64,11 @@ impl From<JobRow> for JobView {
             sha256: r.sha256,
             content_type: r.content_type,
             // A retrying job shows its last error; a succeeded one never does.
-            error: if status == JobStatus::Succeeded { None } else { error },
+            error: if status == JobStatus::Succeeded {
+                None
+            } else {
+                error
+            },
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -78,15 +85,19 @@ pub struct CreateDownload {
 
 /// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length.
 pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
-    let invalid = |msg: &str| ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidUrl, msg);
+    let invalid =
+        |msg: &str| ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidUrl, msg);
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(invalid("url must not be empty"));
     }
     if raw.len() > MAX_URL_LEN {
-        return Err(invalid(&format!("url is longer than {MAX_URL_LEN} characters")));
+        return Err(invalid(&format!(
+            "url is longer than {MAX_URL_LEN} characters"
+        )));
     }
-    let url = url::Url::parse(raw).map_err(|e| invalid(&format!("url is not a valid absolute URL: {e}")))?;
+    let url = url::Url::parse(raw)
+        .map_err(|e| invalid(&format!("url is not a valid absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid("url scheme must be http or https"));
     }
@@ -105,16 +116,35 @@ pub async fn create_download(
 ) -> Result<HttpResponse, ApiError> {
     let url = validate_url(&body.url)?;
     let id = Uuid::now_v7();
-    let job = db::insert_job(&state.pool, id, url.as_str(), Source::for_url(&url).as_str())
-        .await
-        .map_err(ApiError::database)?;
-    let task = DownloadJob { job_id: id, url: job.url.clone(), enqueued_at: job.created_at };
+    let job = db::insert_job(
+        &state.pool,
+        id,
+        url.as_str(),
+        Source::for_url(&url).as_str(),
+    )
+    .await
+    .map_err(ApiError::database)?;
+    let task = DownloadJob {
+        job_id: id,
+        url: job.url.clone(),
+        enqueued_at: job.created_at,
+    };
     if let Err(e) = state.queue.push(&task).await {
         // Not enqueued: record that on the job rather than leave it queued forever.
-        if let Err(db_err) = db::fail_job(&state.pool, id, ErrorCode::QueueUnavailable, "could not be enqueued").await {
+        if let Err(db_err) = db::fail_job(
+            &state.pool,
+            id,
+            ErrorCode::QueueUnavailable,
+            "could not be enqueued",
+        )
+        .await
+        {
             tracing::error!(%id, error = ?db_err, "marking an unenqueued job failed");
         }
-        return Err(ApiError::Unavailable { code: ErrorCode::QueueUnavailable, source: e });
+        return Err(ApiError::Unavailable {
+            code: ErrorCode::QueueUnavailable,
+            source: e,
+        });
     }
     metrics::counter!(metrics_core::catalogue::TASKS_ENQUEUED_TOTAL, "task_name" => metrics_core::catalogue::TASK_PROCESS_DOWNLOAD)
         .increment(1);
@@ -124,17 +154,32 @@ pub async fn create_download(
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw)
-        .map_err(|_| ApiError::client(StatusCode::BAD_REQUEST, ErrorCode::InvalidId, "job id must be a UUID"))
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidId,
+            "job id must be a UUID",
+        )
+    })
 }
 
 fn not_found(id: Uuid) -> ApiError {
-    ApiError::client(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("no job {id}"))
+    ApiError::client(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no job {id}"),
+    )
 }
 
-pub async fn get_download(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_download(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let job = db::get_job(&state.pool, id).await.map_err(ApiError::database)?.ok_or_else(|| not_found(id))?;
+    let job = db::get_job(&state.pool, id)
+        .await
+        .map_err(ApiError::database)?
+        .ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
 
@@ -152,39 +197,72 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
-pub async fn list_downloads(state: web::Data<AppState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_downloads(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let bad = |code, msg: String| ApiError::client(StatusCode::BAD_REQUEST, code, msg);
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
             let all: Vec<_> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
-            bad(ErrorCode::InvalidQuery, format!("status must be one of {}", all.join(", ")))
+            bad(
+                ErrorCode::InvalidQuery,
+                format!("status must be one of {}", all.join(", ")),
+            )
         })?),
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(bad(ErrorCode::InvalidQuery, format!("limit must be between 1 and {MAX_LIMIT}")));
+        return Err(bad(
+            ErrorCode::InvalidQuery,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
     }
     let before = match query.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(Uuid::parse_str(c).map_err(|_| bad(ErrorCode::InvalidCursor, "cursor is not one we issued".into()))?),
+        Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+            bad(
+                ErrorCode::InvalidCursor,
+                "cursor is not one we issued".into(),
+            )
+        })?),
     };
-    let rows = db::list_jobs(&state.pool, status, before, i64::from(limit)).await.map_err(ApiError::database)?;
-    let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
-    Ok(HttpResponse::Ok().json(JobPage { items: rows.into_iter().map(JobView::from).collect(), next_cursor }))
+    let rows = db::list_jobs(&state.pool, status, before, i64::from(limit))
+        .await
+        .map_err(ApiError::database)?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(JobPage {
+        items: rows.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    }))
 }
 
-pub async fn delete_download(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_download(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    match db::delete_job(&state.pool, id).await.map_err(ApiError::database)? {
+    match db::delete_job(&state.pool, id)
+        .await
+        .map_err(ApiError::database)?
+    {
         DeleteOutcome::NotFound => Err(not_found(id)),
         DeleteOutcome::Running(_) => Err(ApiError::client(
             StatusCode::CONFLICT,
             ErrorCode::JobRunning,
             "the job is running; cancel it while it is queued or delete its object once it has succeeded",
         )),
-        DeleteOutcome::Cancelled(job) | DeleteOutcome::Unchanged(job) => Ok(HttpResponse::Ok().json(JobView::from(job))),
-        DeleteOutcome::ObjectReleased { job, provider, object_key } => {
+        DeleteOutcome::Cancelled(job) | DeleteOutcome::Unchanged(job) => {
+            Ok(HttpResponse::Ok().json(JobView::from(job)))
+        }
+        DeleteOutcome::ObjectReleased {
+            job,
+            provider,
+            object_key,
+        } => {
             // The accounting is committed first: a failed delete leaves an orphan object
             // (logged), never usage that counts bytes no job owns.
             if provider == state.storage.provider() {
@@ -217,19 +295,30 @@ pub struct StorageView {
 }
 
 pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let usage = db::storage_usage(&state.pool).await.map_err(ApiError::database)?;
+    let usage = db::storage_usage(&state.pool)
+        .await
+        .map_err(ApiError::database)?;
     let own = state.storage.provider();
     let mut providers: Vec<ProviderUsage> = usage
         .into_iter()
         .map(|u| ProviderUsage {
-            quota_bytes: if u.provider == own { state.storage.quota_bytes() } else { 0 },
+            quota_bytes: if u.provider == own {
+                state.storage.quota_bytes()
+            } else {
+                0
+            },
             provider: u.provider,
             bytes_used: u.bytes_used,
             file_count: u.file_count,
         })
         .collect();
     if !providers.iter().any(|p| p.provider == own) {
-        providers.push(ProviderUsage { provider: own.into(), bytes_used: 0, file_count: 0, quota_bytes: state.storage.quota_bytes() });
+        providers.push(ProviderUsage {
+            provider: own.into(),
+            bytes_used: 0,
+            file_count: 0,
+            quota_bytes: state.storage.quota_bytes(),
+        });
     }
     Ok(HttpResponse::Ok().json(StorageView { providers }))
 }
@@ -251,7 +340,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if pg_ok && redis_ok {
         return HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "checks": checks }));
     }
-    let failed: Vec<&str> = [("postgres", pg_ok), ("redis", redis_ok)].iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
+    let failed: Vec<&str> = [("postgres", pg_ok), ("redis", redis_ok)]
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
     let code = ErrorCode::NotReady;
     metrics_core::record_error(code.as_str(), code.error_type().as_str());
     HttpResponse::ServiceUnavailable().json(serde_json::json!({
@@ -261,9 +354,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn unmatched() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route"))
+    Err(ApiError::client(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such route",
+    ))
 }
 
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed, "method not allowed on this route"))
+    Err(ApiError::client(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    ))
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clipstash_api::{Application, Settings};
 use clipstash_core::config::{GaugeArgs, NetworkArgs, RedisArgs, StorageArgs};
 use clipstash_core::queue::Queue;
-use clipstash_testkit::{free_port, media_sha256, wait_for, MediaServer, TestDb, TestQueue};
-use serde_json::{json, Value};
+use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port, media_sha256, wait_for};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 struct TestApp {
@@ -32,21 +32,43 @@ fn settings(db: &TestDb, redis: RedisArgs, storage_dir: &std::path::Path) -> Set
         http_workers: Some(2),
         database: db.args(),
         redis,
-        storage: StorageArgs { storage_dir: storage_dir.to_path_buf(), storage_quota_bytes: 0 },
-        gauges: GaugeArgs { storage_refresh: Duration::from_secs(60), queue_refresh: Duration::from_secs(15) },
-        network: NetworkArgs { allow_private_networks: true },
+        storage: StorageArgs {
+            storage_dir: storage_dir.to_path_buf(),
+            storage_quota_bytes: 0,
+        },
+        gauges: GaugeArgs {
+            storage_refresh: Duration::from_secs(60),
+            queue_refresh: Duration::from_secs(15),
+        },
+        network: NetworkArgs {
+            allow_private_networks: true,
+        },
     }
 }
 
 async fn spawn_app_with(redis: Option<RedisArgs>) -> TestApp {
     let db = TestDb::new().await;
     let queue = TestQueue::new();
-    let storage_dir = std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
-    let app = Application::build(settings(&db, redis.unwrap_or_else(|| queue.args()), &storage_dir)).await.unwrap();
+    let storage_dir =
+        std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
+    let app = Application::build(settings(
+        &db,
+        redis.unwrap_or_else(|| queue.args()),
+        &storage_dir,
+    ))
+    .await
+    .unwrap();
     let base = format!("http://{}", app.addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
-    TestApp { base, db, queue, storage_dir, client: reqwest::Client::new(), shutdown }
+    TestApp {
+        base,
+        db,
+        queue,
+        storage_dir,
+        client: reqwest::Client::new(),
+        shutdown,
+    }
 }
 
 async fn spawn_app() -> TestApp {
@@ -55,18 +77,34 @@ async fn spawn_app() -> TestApp {
 
 impl TestApp {
     async fn submit(&self, url: &str) -> Value {
-        let r = self.client.post(format!("{}/v1/downloads", self.base)).json(&json!({ "url": url })).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}/v1/downloads", self.base))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         r.json().await.unwrap()
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
     async fn delete(&self, id: &str) -> (u16, Value) {
-        let r = self.client.delete(format!("{}/v1/downloads/{id}", self.base)).send().await.unwrap();
+        let r = self
+            .client
+            .delete(format!("{}/v1/downloads/{id}", self.base))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
 }
@@ -113,7 +151,10 @@ async fn submit_records_the_job_before_answering_and_enqueues_it() {
 async fn bad_input_gets_a_json_error_with_a_stable_code() {
     let app = spawn_app().await;
     let post = |body: String, ct: Option<&'static str>| {
-        let mut req = app.client.post(format!("{}/v1/downloads", app.base)).body(body);
+        let mut req = app
+            .client
+            .post(format!("{}/v1/downloads", app.base))
+            .body(body);
         if let Some(ct) = ct {
             req = req.header("content-type", ct);
         }
@@ -125,21 +166,63 @@ async fn bad_input_gets_a_json_error_with_a_stable_code() {
         ("not json".into(), json_ct, 400, "invalid_json"),
         (r#"{"url": 42}"#.into(), json_ct, 422, "invalid_request"),
         (r#"{}"#.into(), json_ct, 422, "invalid_request"),
-        (r#"{"url":"https://a.example/x","extra":1}"#.into(), json_ct, 422, "invalid_request"),
-        (r#"{"url":"ftp://a.example/x"}"#.into(), json_ct, 422, "invalid_url"),
+        (
+            r#"{"url":"https://a.example/x","extra":1}"#.into(),
+            json_ct,
+            422,
+            "invalid_request",
+        ),
+        (
+            r#"{"url":"ftp://a.example/x"}"#.into(),
+            json_ct,
+            422,
+            "invalid_url",
+        ),
         (r#"{"url":"not a url"}"#.into(), json_ct, 422, "invalid_url"),
         (r#"{"url":"   "}"#.into(), json_ct, 422, "invalid_url"),
-        (r#"{"url":"https://user:pw@a.example/x"}"#.into(), json_ct, 422, "invalid_url"),
-        (format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(3000)), json_ct, 422, "invalid_url"),
-        (format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(40_000)), json_ct, 413, "payload_too_large"),
-        (r#"{"url":"https://a.example/x"}"#.into(), Some("text/plain"), 415, "unsupported_media_type"),
-        (r#"{"url":"https://a.example/x"}"#.into(), None, 415, "unsupported_media_type"),
+        (
+            r#"{"url":"https://user:pw@a.example/x"}"#.into(),
+            json_ct,
+            422,
+            "invalid_url",
+        ),
+        (
+            format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(3000)),
+            json_ct,
+            422,
+            "invalid_url",
+        ),
+        (
+            format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(40_000)),
+            json_ct,
+            413,
+            "payload_too_large",
+        ),
+        (
+            r#"{"url":"https://a.example/x"}"#.into(),
+            Some("text/plain"),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            r#"{"url":"https://a.example/x"}"#.into(),
+            None,
+            415,
+            "unsupported_media_type",
+        ),
     ];
     for (body, ct, status, code) in cases {
         let r = post(body.clone(), ct).await.unwrap();
         let got_status = r.status().as_u16();
-        let v: Value = r.json().await.unwrap_or_else(|e| panic!("non-JSON answer to {body:.60}: {e}"));
-        assert_eq!((got_status, v["error"]["code"].as_str().unwrap()), (status, code), "body {body:.60}");
+        let v: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("non-JSON answer to {body:.60}: {e}"));
+        assert_eq!(
+            (got_status, v["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "body {body:.60}"
+        );
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
     for (path, status, code) in [
@@ -149,18 +232,34 @@ async fn bad_input_gets_a_json_error_with_a_stable_code() {
         ("/v1/downloads?status=bogus", 400, "invalid_query"),
         ("/v1/downloads?cursor=xyz", 400, "invalid_cursor"),
         ("/v1/downloads/not-a-uuid", 400, "invalid_id"),
-        ("/v1/downloads/018f0000-0000-7000-8000-000000000000", 404, "not_found"),
+        (
+            "/v1/downloads/018f0000-0000-7000-8000-000000000000",
+            404,
+            "not_found",
+        ),
         ("/no/such/route", 404, "not_found"),
     ] {
         let (got, v) = app.get(path).await;
-        assert_eq!((got, v["error"]["code"].as_str().unwrap()), (status, code), "{path}");
+        assert_eq!(
+            (got, v["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{path}"
+        );
     }
-    let r = app.client.put(format!("{}/v1/storage", app.base)).send().await.unwrap();
+    let r = app
+        .client
+        .put(format!("{}/v1/storage", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "method_not_allowed");
     // Nothing was recorded by the rejected submissions.
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&app.db.pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -169,7 +268,12 @@ async fn listing_is_newest_first_with_keyset_pages_and_a_status_filter() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(app.submit(&format!("https://a.example/{i}.mp4")).await["id"].as_str().unwrap().to_string());
+        ids.push(
+            app.submit(&format!("https://a.example/{i}.mp4")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     ids.reverse();
     let (_, cancelled) = app.delete(&ids[1]).await;
@@ -178,7 +282,9 @@ async fn listing_is_newest_first_with_keyset_pages_and_a_status_filter() {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let (code, page) = app.get(&format!("/v1/downloads?limit=2&cursor={cursor}")).await;
+        let (code, page) = app
+            .get(&format!("/v1/downloads?limit=2&cursor={cursor}"))
+            .await;
         assert_eq!(code, 200);
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
@@ -200,19 +306,35 @@ async fn listing_is_newest_first_with_keyset_pages_and_a_status_filter() {
 #[tokio::test]
 async fn cancelling_is_idempotent_and_running_jobs_are_refused() {
     let app = spawn_app().await;
-    let id = app.submit("https://a.example/x.mp4").await["id"].as_str().unwrap().to_string();
+    let id = app.submit("https://a.example/x.mp4").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for _ in 0..2 {
         let (code, job) = app.delete(&id).await;
         assert_eq!(code, 200);
         assert_eq!(job["status"], "cancelled");
         assert!(job["finished_at"].is_string());
     }
-    let other = app.submit("https://a.example/y.mp4").await["id"].as_str().unwrap().to_string();
-    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = $1::uuid").bind(&other).execute(&app.db.pool).await.unwrap();
+    let other = app.submit("https://a.example/y.mp4").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = $1::uuid")
+        .bind(&other)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
     let (code, err) = app.delete(&other).await;
-    assert_eq!((code, err["error"]["code"].as_str().unwrap()), (409, "job_running"));
+    assert_eq!(
+        (code, err["error"]["code"].as_str().unwrap()),
+        (409, "job_running")
+    );
     let (code, err) = app.delete("018f0000-0000-7000-8000-000000000000").await;
-    assert_eq!((code, err["error"]["code"].as_str().unwrap()), (404, "not_found"));
+    assert_eq!(
+        (code, err["error"]["code"].as_str().unwrap()),
+        (404, "not_found")
+    );
 }
 
 #[tokio::test]
@@ -233,16 +355,31 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
         shutdown_grace: Duration::from_secs(1),
         database: app.db.args(),
         redis: app.queue.args(),
-        storage: StorageArgs { storage_dir: app.storage_dir.clone(), storage_quota_bytes: 0 },
-        gauges: GaugeArgs { storage_refresh: Duration::from_secs(60), queue_refresh: Duration::from_secs(15) },
-        network: NetworkArgs { allow_private_networks: true },
+        storage: StorageArgs {
+            storage_dir: app.storage_dir.clone(),
+            storage_quota_bytes: 0,
+        },
+        gauges: GaugeArgs {
+            storage_refresh: Duration::from_secs(60),
+            queue_refresh: Duration::from_secs(15),
+        },
+        network: NetworkArgs {
+            allow_private_networks: true,
+        },
     };
-    let worker = clipstash_worker::Worker::build(worker_settings).await.unwrap();
+    let worker = clipstash_worker::Worker::build(worker_settings)
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
 
     let size = 300_000u64;
-    let id = app.submit(&media.url(&format!("/media/{size}/9/del"))).await["id"].as_str().unwrap().to_string();
+    let id = app
+        .submit(&media.url(&format!("/media/{size}/9/del")))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let job = wait_for("the job to succeed", Duration::from_secs(30), || async {
         let (_, j) = app.get(&format!("/v1/downloads/{id}")).await;
         (j["status"] == "succeeded").then_some(j)
@@ -284,7 +421,16 @@ impl OwnRedis {
     async fn start() -> Self {
         let port = free_port();
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
@@ -309,7 +455,10 @@ impl Drop for OwnRedis {
 async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
     let mut redis = OwnRedis::start().await;
     let queue = TestQueue::new();
-    let args = RedisArgs { redis_url: format!("redis://127.0.0.1:{}", redis.port), ..queue.args() };
+    let args = RedisArgs {
+        redis_url: format!("redis://127.0.0.1:{}", redis.port),
+        ..queue.args()
+    };
     let app = spawn_app_with(Some(args)).await;
     let (code, ready) = app.get("/readyz").await;
     assert_eq!(code, 200, "{ready}");
@@ -326,10 +475,22 @@ async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
     assert_eq!((code, health["status"].as_str().unwrap()), (200, "ok"));
 
     // With the queue down a submission is refused, and the job row says why.
-    let r = app.client.post(format!("{}/v1/downloads", app.base)).json(&json!({"url": "https://a.example/v.mp4"})).send().await.unwrap();
+    let r = app
+        .client
+        .post(format!("{}/v1/downloads", app.base))
+        .json(&json!({"url": "https://a.example/v.mp4"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "queue_unavailable");
-    let row: (String, Option<String>) = sqlx::query_as("SELECT status, error_code FROM jobs").fetch_one(&app.db.pool).await.unwrap();
-    assert_eq!(row, ("failed".to_string(), Some("queue_unavailable".to_string())));
+    let row: (String, Option<String>) = sqlx::query_as("SELECT status, error_code FROM jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        row,
+        ("failed".to_string(), Some("queue_unavailable".to_string()))
+    );
 }

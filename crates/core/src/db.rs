@@ -59,7 +59,12 @@ const JOB_COLUMNS: &str = "id, url, source, status, attempts, provider, object_k
     content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at";
 
 /// Inserts a new queued job and returns it.
-pub async fn insert_job(pool: &PgPool, id: Uuid, url: &str, source: &str) -> Result<JobRow, sqlx::Error> {
+pub async fn insert_job(
+    pool: &PgPool,
+    id: Uuid,
+    url: &str,
+    source: &str,
+) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (id, url, source) VALUES ($1, $2, $3) RETURNING {JOB_COLUMNS}"
     )))
@@ -71,10 +76,12 @@ pub async fn insert_job(pool: &PgPool, id: Uuid, url: &str, source: &str) -> Res
 }
 
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Newest first (ids are UUIDv7), strictly older than `before` when given.
@@ -98,7 +105,12 @@ pub async fn list_jobs(
 
 /// Marks a job failed from outside its attempt loop (it could not be enqueued, or its
 /// worker panicked).
-pub async fn fail_job(pool: &PgPool, id: Uuid, code: ErrorCode, message: &str) -> Result<(), sqlx::Error> {
+pub async fn fail_job(
+    pool: &PgPool,
+    id: Uuid,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE jobs SET status = 'failed', error_code = $2, error_message = $3, \
          finished_at = now(), updated_at = now() WHERE id = $1",
@@ -118,7 +130,11 @@ pub enum DeleteOutcome {
     Cancelled(JobRow),
     /// Had a stored object: its record and usage are removed; delete `object_key` from
     /// `provider` next.
-    ObjectReleased { job: JobRow, provider: String, object_key: String },
+    ObjectReleased {
+        job: JobRow,
+        provider: String,
+        object_key: String,
+    },
     /// Running right now: nothing changed.
     Running(JobRow),
     /// Nothing to do (already cancelled, failed, or its object already deleted).
@@ -130,12 +146,15 @@ pub enum DeleteOutcome {
 /// transaction that locks the row so a worker cannot claim it meanwhile.
 pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let row: Option<JobRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE")))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(job) = row else { return Ok(DeleteOutcome::NotFound) };
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(job) = row else {
+        return Ok(DeleteOutcome::NotFound);
+    };
     let outcome = match job.status() {
         JobStatus::Queued | JobStatus::Retrying => {
             let job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -172,7 +191,11 @@ pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::
             .fetch_one(&mut *tx)
             .await?;
             match file {
-                Some((provider, object_key, _)) => DeleteOutcome::ObjectReleased { job, provider, object_key },
+                Some((provider, object_key, _)) => DeleteOutcome::ObjectReleased {
+                    job,
+                    provider,
+                    object_key,
+                },
                 None => DeleteOutcome::Unchanged(job),
             }
         }
@@ -232,7 +255,10 @@ pub async fn claim(conn: &mut PgConnection, id: Uuid) -> Result<Claim, sqlx::Err
     .fetch_optional(&mut *conn)
     .await?;
     match row {
-        Some((true, Some(attempts), first)) => Ok(Claim::Claimed { attempts, first_start: first.unwrap_or(false) }),
+        Some((true, Some(attempts), first)) => Ok(Claim::Claimed {
+            attempts,
+            first_start: first.unwrap_or(false),
+        }),
         Some((true, None, _)) => {
             release(conn, id).await?;
             Ok(Claim::NotRunnable)
@@ -243,12 +269,20 @@ pub async fn claim(conn: &mut PgConnection, id: Uuid) -> Result<Claim, sqlx::Err
 
 /// Releases the job's lock; call when the attempt loop is over.
 pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_unlock($1)").bind(lock_key(id)).execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(lock_key(id))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Records a failed attempt that will be retried.
-pub async fn mark_retrying(conn: &mut PgConnection, id: Uuid, code: ErrorCode, message: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_retrying(
+    conn: &mut PgConnection,
+    id: Uuid,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE jobs SET status = 'retrying', error_code = $2, error_message = $3, updated_at = now() WHERE id = $1",
     )
@@ -260,18 +294,25 @@ pub async fn mark_retrying(conn: &mut PgConnection, id: Uuid, code: ErrorCode, m
     Ok(())
 }
 
-/// Starts the next attempt of a job this worker holds; returns the attempt count.
-pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
+/// Starts the next attempt of a job this worker holds; returns the attempt count, or `None`
+/// when the job was cancelled during the backoff.
+pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = now() WHERE id = $1 RETURNING attempts",
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, updated_at = now() \
+         WHERE id = $1 AND status = 'retrying' RETURNING attempts",
     )
     .bind(id)
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
 /// Records the final failure of a job.
-pub async fn mark_failed(conn: &mut PgConnection, id: Uuid, code: ErrorCode, message: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    code: ErrorCode,
+    message: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE jobs SET status = 'failed', error_code = $2, error_message = $3, finished_at = now(), \
          updated_at = now() WHERE id = $1",
@@ -297,7 +338,11 @@ pub struct StoredObject {
 /// Records success: the file, the provider's usage and the job, in one transaction. The
 /// file row's primary key makes this idempotent: usage grows once per job whatever the
 /// number of deliveries. Returns the provider's usage after the change.
-pub async fn complete(conn: &mut PgConnection, id: Uuid, obj: &StoredObject) -> Result<Usage, sqlx::Error> {
+pub async fn complete(
+    conn: &mut PgConnection,
+    id: Uuid,
+    obj: &StoredObject,
+) -> Result<Usage, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let inserted = sqlx::query(
         "INSERT INTO stored_files (job_id, provider, object_key, size_bytes) VALUES ($1, $2, $3, $4) \

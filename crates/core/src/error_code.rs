@@ -113,7 +113,11 @@ mod tests {
         for c in ErrorCode::ALL {
             assert!(seen.insert(c.as_str()));
             assert_eq!(ErrorCode::parse(c.as_str()), Some(*c));
-            assert!(c.as_str().chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'));
+            assert!(
+                c.as_str()
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch == '_')
+            );
         }
         assert_eq!(ErrorCode::parse("nope"), None);
     }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use metrics_core::{SourceCallTracker, UploadTracker};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use sha2::{Digest, Sha256};
 
 use crate::db::StoredObject;
@@ -25,7 +25,10 @@ pub struct JobError {
 
 impl JobError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -65,9 +68,19 @@ impl Fetcher {
 
     /// Downloads `url` into `storage` at `key`. On any error the partial upload is aborted,
     /// so nothing is left at `key`.
-    pub async fn download_to(&self, url: &str, storage: &Storage, key: &str) -> Result<StoredObject, JobError> {
+    pub async fn download_to(
+        &self,
+        url: &str,
+        storage: &Storage,
+        key: &str,
+    ) -> Result<StoredObject, JobError> {
         let call = SourceCallTracker::start("download_video");
-        let response = self.client.get(url).send().await.map_err(classify_request_error)?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(classify_request_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(classify_status(status));
@@ -78,7 +91,13 @@ impl Fetcher {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "application/octet-stream".to_string());
         if !is_media_type(&content_type) {
@@ -103,10 +122,9 @@ impl Fetcher {
             .map_err(|e| JobError::new(ErrorCode::StorageError, format!("starting upload: {e}")))?;
         match self.stream_body(response, &mut upload, expected_len).await {
             Ok((size, sha256)) => {
-                upload
-                    .finish()
-                    .await
-                    .map_err(|e| JobError::new(ErrorCode::StorageError, format!("finishing upload: {e}")))?;
+                upload.finish().await.map_err(|e| {
+                    JobError::new(ErrorCode::StorageError, format!("finishing upload: {e}"))
+                })?;
                 upload_tracker.success();
                 Ok(StoredObject {
                     provider: storage.provider().to_string(),
@@ -148,21 +166,33 @@ impl Fetcher {
             upload.put(chunk);
         }
         if let Some(len) = expected_len.filter(|&l| l != size) {
-            return Err(JobError::new(ErrorCode::Truncated, format!("got {size} of {len} bytes")));
+            return Err(JobError::new(
+                ErrorCode::Truncated,
+                format!("got {size} of {len} bytes"),
+            ));
         }
         Ok((size, hex::encode(hasher.finalize())))
     }
 }
 
 fn too_large(size: u64, max: u64) -> JobError {
-    JobError::new(ErrorCode::FileTooLarge, format!("file is larger than the limit of {max} bytes (at least {size})"))
+    JobError::new(
+        ErrorCode::FileTooLarge,
+        format!("file is larger than the limit of {max} bytes (at least {size})"),
+    )
 }
 
 /// Media types accepted from direct links; anything else (an HTML page, JSON) is refused.
 fn is_media_type(ct: &str) -> bool {
     ct.starts_with("video/")
         || ct.starts_with("audio/")
-        || matches!(ct, "application/octet-stream" | "binary/octet-stream" | "application/mp4" | "application/ogg")
+        || matches!(
+            ct,
+            "application/octet-stream"
+                | "binary/octet-stream"
+                | "application/mp4"
+                | "application/ogg"
+        )
 }
 
 fn classify_status(status: StatusCode) -> JobError {
@@ -187,7 +217,11 @@ fn classify_request_error(e: reqwest::Error) -> JobError {
 }
 
 fn classify_body_error(e: reqwest::Error) -> JobError {
-    let code = if e.is_timeout() { ErrorCode::Timeout } else { ErrorCode::Truncated };
+    let code = if e.is_timeout() {
+        ErrorCode::Timeout
+    } else {
+        ErrorCode::Truncated
+    };
     JobError::new(code, format!("reading the body: {}", error_chain(e)))
 }
 
@@ -210,12 +244,31 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert_eq!(classify_status(StatusCode::NOT_FOUND).code, ErrorCode::SourceNotFound);
-        assert_eq!(classify_status(StatusCode::GONE).code, ErrorCode::SourceNotFound);
-        assert_eq!(classify_status(StatusCode::FORBIDDEN).code, ErrorCode::SourceClientError);
-        assert_eq!(classify_status(StatusCode::TOO_MANY_REQUESTS).code, ErrorCode::SourceRateLimited);
-        assert_eq!(classify_status(StatusCode::BAD_GATEWAY).code, ErrorCode::SourceServerError);
-        assert!(classify_status(StatusCode::SERVICE_UNAVAILABLE).code.is_transient());
+        assert_eq!(
+            classify_status(StatusCode::NOT_FOUND).code,
+            ErrorCode::SourceNotFound
+        );
+        assert_eq!(
+            classify_status(StatusCode::GONE).code,
+            ErrorCode::SourceNotFound
+        );
+        assert_eq!(
+            classify_status(StatusCode::FORBIDDEN).code,
+            ErrorCode::SourceClientError
+        );
+        assert_eq!(
+            classify_status(StatusCode::TOO_MANY_REQUESTS).code,
+            ErrorCode::SourceRateLimited
+        );
+        assert_eq!(
+            classify_status(StatusCode::BAD_GATEWAY).code,
+            ErrorCode::SourceServerError
+        );
+        assert!(
+            classify_status(StatusCode::SERVICE_UNAVAILABLE)
+                .code
+                .is_transient()
+        );
         assert!(!classify_status(StatusCode::NOT_FOUND).code.is_transient());
     }
 

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use metrics::gauge;
-use metrics_core::catalogue::{QUEUE_LENGTH, STORAGE_FILES, STORAGE_QUOTA_BYTES, STORAGE_USAGE_BYTES, WORKERS_LIVE};
+use metrics_core::catalogue::{
+    QUEUE_LENGTH, STORAGE_FILES, STORAGE_QUOTA_BYTES, STORAGE_USAGE_BYTES, WORKERS_LIVE,
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +23,12 @@ pub fn set_storage(usage: &[Usage]) {
 }
 
 pub fn set_queue(queue: &str, s: &QueueStats) {
-    for (state, v) in [("pending", s.pending), ("scheduled", s.scheduled), ("running", s.running), ("dead", s.dead)] {
+    for (state, v) in [
+        ("pending", s.pending),
+        ("scheduled", s.scheduled),
+        ("running", s.running),
+        ("dead", s.dead),
+    ] {
         gauge!(QUEUE_LENGTH, "queue" => queue.to_string(), "state" => state).set(v as f64);
     }
     gauge!(WORKERS_LIVE, "queue" => queue.to_string()).set(s.workers_live as f64);
@@ -39,7 +46,11 @@ pub fn spawn_sampler(
 ) -> tokio::task::JoinHandle<()> {
     gauge!(STORAGE_QUOTA_BYTES, "provider" => storage.provider()).set(storage.quota_bytes() as f64);
     // The provider shows 0 before its first file rather than no series at all.
-    set_storage(&[Usage { provider: storage.provider().into(), bytes_used: 0, file_count: 0 }]);
+    set_storage(&[Usage {
+        provider: storage.provider().into(),
+        bytes_used: 0,
+        file_count: 0,
+    }]);
     tokio::spawn(async move {
         let mut storage_tick = tokio::time::interval(storage_every);
         let mut queue_tick = tokio::time::interval(queue_every);

@@ -75,7 +75,8 @@ impl Queue {
 
     /// The apalis storage for a worker that takes up to `batch_size` jobs per fetch.
     pub fn worker_storage(&self, batch_size: usize) -> RedisStorage<DownloadJob> {
-        RedisStorage::new(self.conn.clone()).with_config(self.config.clone().batch_size(batch_size.max(1)))
+        RedisStorage::new(self.conn.clone())
+            .with_config(self.config.clone().batch_size(batch_size.max(1)))
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -86,12 +87,18 @@ impl Queue {
     pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
         // Clones share the connection; push needs `&mut`.
         let mut storage = self.storage.clone();
-        storage.push(job.clone()).await.map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+        storage
+            .push(job.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
     }
 
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ())
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
     }
 
     fn key(&self, suffix: &str) -> String {
@@ -100,19 +107,29 @@ impl Queue {
 
     /// Samples the queue in one atomic script.
     pub async fn stats(&self) -> redis::RedisResult<QueueStats> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         let live_since = now.saturating_sub(self.orphan_timeout.as_secs());
-        let (pending, scheduled, running, dead, workers_live): (u64, u64, u64, u64, u64) = STATS_SCRIPT
-            .key(self.key("active"))
-            .key(self.key("scheduled"))
-            .key(self.key("workers"))
-            .key(self.key("dead"))
-            .arg(now)
-            .arg(live_since)
-            .arg(self.key("inflight:"))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(QueueStats { pending, scheduled, running, dead, workers_live })
+        let (pending, scheduled, running, dead, workers_live): (u64, u64, u64, u64, u64) =
+            STATS_SCRIPT
+                .key(self.key("active"))
+                .key(self.key("scheduled"))
+                .key(self.key("workers"))
+                .key(self.key("dead"))
+                .arg(now)
+                .arg(live_since)
+                .arg(self.key("inflight:"))
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+        Ok(QueueStats {
+            pending,
+            scheduled,
+            running,
+            dead,
+            workers_live,
+        })
     }
 
     /// Hands a worker's taken jobs back to the ready list and removes its registration (apalis

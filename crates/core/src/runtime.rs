@@ -8,7 +8,9 @@ use crate::db;
 
 /// The `migrate` subcommand: applies pending migrations and returns.
 pub async fn migrate_command(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let pool = db::connect(&args.database_url, 2).await.context("DATABASE_URL: cannot connect to Postgres")?;
+    let pool = db::connect(&args.database_url, 2)
+        .await
+        .context("DATABASE_URL: cannot connect to Postgres")?;
     db::migrate(&pool).await.context("applying migrations")?;
     pool.close().await;
     Ok(())

@@ -41,7 +41,9 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("provider", &self.provider()).finish()
+        f.debug_struct("Storage")
+            .field("provider", &self.provider())
+            .finish()
     }
 }
 
@@ -49,13 +51,22 @@ impl Storage {
     /// Builds the provider from settings, creating the local root if needed.
     pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&args.storage_dir).map_err(|e| {
-            anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: cannot create: {e}", args.storage_dir.display())
+            anyhow::anyhow!(
+                "CLIPSTASH_STORAGE_DIR={}: cannot create: {e}",
+                args.storage_dir.display()
+            )
         })?;
         let store = LocalFileSystem::new_with_prefix(&args.storage_dir)
-            .map_err(|e| anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: {e}", args.storage_dir.display()))?
+            .map_err(|e| {
+                anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: {e}", args.storage_dir.display())
+            })?
             // Removes emptied folders after deletes.
             .with_automatic_cleanup(true);
-        Ok(Self { backend: StorageBackend::Local, store: Arc::new(store), quota_bytes: args.storage_quota_bytes })
+        Ok(Self {
+            backend: StorageBackend::Local,
+            store: Arc::new(store),
+            quota_bytes: args.storage_quota_bytes,
+        })
     }
 
     pub fn provider(&self) -> &'static str {
@@ -74,7 +85,10 @@ impl Storage {
     /// Starts a streamed upload to `key`; nothing is visible at `key` until it finishes.
     pub async fn start_upload(&self, key: &str) -> object_store::Result<WriteMultipart> {
         let upload = self.store.put_multipart(&Path::from(key)).await?;
-        Ok(WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_BYTES))
+        Ok(WriteMultipart::new_with_chunk_size(
+            upload,
+            UPLOAD_PART_BYTES,
+        ))
     }
 
     /// Reads a whole object (tests and small checks only).

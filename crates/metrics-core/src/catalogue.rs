@@ -100,7 +100,9 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: Some(Unit::Seconds),
         labels: &[],
         help: "Time from the first request to the source until the media is stored, per attempt.",
-        buckets: &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+        buckets: &[
+            0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+        ],
     },
     MetricDef {
         name: STORAGE_UPLOADS_TOTAL,
@@ -116,7 +118,9 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: Some(Unit::Seconds),
         labels: &["provider"],
         help: "Time spent writing one object into storage (streamed while downloading).",
-        buckets: &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+        buckets: &[
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+        ],
     },
     MetricDef {
         name: STORAGE_USAGE_BYTES,
@@ -164,7 +168,9 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: Some(Unit::Seconds),
         labels: &["method", "endpoint"],
         help: "HTTP request duration by method and route template.",
-        buckets: &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        buckets: &[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ],
     },
     MetricDef {
         name: HTTP_REQUESTS_IN_FLIGHT,
@@ -204,7 +210,9 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: Some(Unit::Seconds),
         labels: &["task_name"],
         help: "Task execution time per attempt.",
-        buckets: &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+        buckets: &[
+            0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        ],
     },
     MetricDef {
         name: TASKS_IN_PROGRESS,
@@ -257,14 +265,14 @@ pub fn find(name: &str) -> Option<&'static MetricDef> {
 
 /// A Prometheus builder with every histogram's buckets set, so none renders as a summary.
 pub fn prometheus_builder() -> PrometheusBuilder {
-    CATALOGUE
-        .iter()
-        .filter(|m| m.kind == Kind::Histogram)
-        .fold(PrometheusBuilder::new(), |builder, m| {
+    CATALOGUE.iter().filter(|m| m.kind == Kind::Histogram).fold(
+        PrometheusBuilder::new(),
+        |builder, m| {
             builder
                 .set_buckets_for_metric(Matcher::Full(m.name.to_string()), m.buckets)
                 .expect("catalogue histograms have buckets")
-        })
+        },
+    )
 }
 
 /// Describes every metric to the current recorder (help text and unit).
@@ -301,27 +309,63 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for m in CATALOGUE {
             assert!(seen.insert(m.name), "{} listed twice", m.name);
-            assert!(m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", m.name);
+            assert!(
+                m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                m.name
+            );
             // promtool lints: counters end in _total, nothing else does.
-            assert_eq!(m.kind == Kind::Counter, m.name.ends_with("_total"), "{}", m.name);
-            assert_eq!(m.kind == Kind::Histogram, !m.buckets.is_empty(), "{}", m.name);
-            assert!(m.buckets.windows(2).all(|w| w[0] < w[1]), "{} buckets unsorted", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+            assert_eq!(
+                m.kind == Kind::Histogram,
+                !m.buckets.is_empty(),
+                "{}",
+                m.name
+            );
+            assert!(
+                m.buckets.windows(2).all(|w| w[0] < w[1]),
+                "{} buckets unsorted",
+                m.name
+            );
         }
     }
 
     #[test]
     fn buckets_keep_the_original_plan_bounds() {
         let original: &[(&str, &[f64])] = &[
-            (DOWNLOAD_DURATION_SECONDS, &[5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
-            (STORAGE_UPLOAD_DURATION_SECONDS, &[1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
-            (HTTP_REQUEST_DURATION_SECONDS, &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            (YOUTUBE_API_DURATION_SECONDS, &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]),
-            (TASK_DURATION_SECONDS, &[5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
+            (
+                DOWNLOAD_DURATION_SECONDS,
+                &[5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0],
+            ),
+            (
+                STORAGE_UPLOAD_DURATION_SECONDS,
+                &[1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+            ),
+            (
+                HTTP_REQUEST_DURATION_SECONDS,
+                &[0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0],
+            ),
+            (
+                YOUTUBE_API_DURATION_SECONDS,
+                &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
+            ),
+            (
+                TASK_DURATION_SECONDS,
+                &[5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            ),
         ];
         for (name, bounds) in original {
             let def = find(name).unwrap();
             for b in *bounds {
-                assert!(def.buckets.contains(b), "{name} lost the original bucket {b}");
+                assert!(
+                    def.buckets.contains(b),
+                    "{name} lost the original bucket {b}"
+                );
             }
         }
     }

@@ -25,7 +25,9 @@ impl Exporter {
             let mut slot = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
                 Some(h) => h.clone(),
-                None => slot.insert(catalogue::prometheus_builder().install_recorder()?).clone(),
+                None => slot
+                    .insert(catalogue::prometheus_builder().install_recorder()?)
+                    .clone(),
             }
         };
         catalogue::describe_all();

@@ -10,8 +10,9 @@ pub mod exporter;
 pub mod process;
 pub mod trackers;
 
-pub use catalogue::{Component, Kind, MetricDef, CATALOGUE};
+pub use catalogue::{CATALOGUE, Component, Kind, MetricDef};
 pub use exporter::Exporter;
-pub use trackers::{TaskOutcome, 
-    record_error, DownloadTracker, HttpTracker, SourceCallTracker, TaskTracker, UploadTracker,
+pub use trackers::{
+    DownloadTracker, HttpTracker, SourceCallTracker, TaskOutcome, TaskTracker, UploadTracker,
+    record_error,
 };

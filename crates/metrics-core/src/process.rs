@@ -10,17 +10,55 @@ use std::sync::OnceLock;
 pub fn render_into(out: &mut String) {
     let Some(s) = read() else { return };
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
     };
-    metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", s.cpu_seconds);
-    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", s.resident_bytes);
-    metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", s.virtual_bytes);
-    metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", s.start_time_seconds);
-    metric("process_open_fds", "gauge", "Number of open file descriptors.", s.open_fds);
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        s.cpu_seconds,
+    );
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        s.resident_bytes,
+    );
+    metric(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        s.virtual_bytes,
+    );
+    metric(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        s.start_time_seconds,
+    );
+    metric(
+        "process_open_fds",
+        "gauge",
+        "Number of open file descriptors.",
+        s.open_fds,
+    );
     if let Some(max) = s.max_fds {
-        metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", max);
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max,
+        );
     }
-    metric("process_threads", "gauge", "Number of OS threads in the process.", s.threads);
+    metric(
+        "process_threads",
+        "gauge",
+        "Number of OS threads in the process.",
+        s.threads,
+    );
 }
 
 /// One reading of `/proc/self`.
@@ -50,7 +88,9 @@ pub fn read() -> Option<Sample> {
     let start_ticks = num(19)?;
     let vsize = num(20)?;
     let rss_pages = num(21)?;
-    let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as f64)
+        .ok()?;
     Some(Sample {
         cpu_seconds: (utime + stime) / ticks,
         resident_bytes: rss_pages * page,
@@ -66,8 +106,16 @@ fn sys_constants() -> (f64, f64) {
     static C: OnceLock<(f64, f64)> = OnceLock::new();
     *C.get_or_init(|| {
         // SAFETY: sysconf only reads process-wide constants.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-        (if ticks > 0 { ticks as f64 } else { 100.0 }, if page > 0 { page as f64 } else { 4096.0 })
+        let (ticks, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        (
+            if ticks > 0 { ticks as f64 } else { 100.0 },
+            if page > 0 { page as f64 } else { 4096.0 },
+        )
     })
 }
 
@@ -75,7 +123,8 @@ fn boot_time() -> Option<f64> {
     static B: OnceLock<Option<f64>> = OnceLock::new();
     *B.get_or_init(|| {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
     })
 }
 
@@ -95,8 +144,14 @@ mod tests {
         assert!(s.resident_bytes > 1_000_000.0, "{s:?}");
         assert!(s.threads >= 1.0);
         assert!(s.open_fds >= 3.0);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-        assert!(s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 3600.0, "{s:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            s.start_time_seconds <= now + 1.0 && s.start_time_seconds > now - 3600.0,
+            "{s:?}"
+        );
         let mut out = String::new();
         render_into(&mut out);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter\n"));

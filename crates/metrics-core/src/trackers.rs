@@ -35,7 +35,11 @@ pub struct DownloadTracker {
 impl DownloadTracker {
     pub fn start(provider: &'static str) -> Self {
         gauge!(DOWNLOADS_IN_PROGRESS).increment(1.0);
-        Self { provider, start: Instant::now(), ok: false }
+        Self {
+            provider,
+            start: Instant::now(),
+            ok: false,
+        }
     }
 
     /// Marks the download successful; without this, dropping records a failure.
@@ -64,7 +68,11 @@ pub struct UploadTracker {
 
 impl UploadTracker {
     pub fn start(provider: &'static str) -> Self {
-        Self { provider, start: Instant::now(), ok: false }
+        Self {
+            provider,
+            start: Instant::now(),
+            ok: false,
+        }
     }
 
     pub fn success(mut self) {
@@ -77,7 +85,8 @@ impl Drop for UploadTracker {
         histogram!(STORAGE_UPLOAD_DURATION_SECONDS, "provider" => self.provider)
             .record(self.start.elapsed().as_secs_f64());
         let status = if self.ok { SUCCESS } else { FAILED };
-        counter!(STORAGE_UPLOADS_TOTAL, "provider" => self.provider, "status" => status).increment(1);
+        counter!(STORAGE_UPLOADS_TOTAL, "provider" => self.provider, "status" => status)
+            .increment(1);
     }
 }
 
@@ -92,7 +101,11 @@ pub struct SourceCallTracker {
 
 impl SourceCallTracker {
     pub fn start(operation: &'static str) -> Self {
-        Self { operation, start: Instant::now(), ok: false }
+        Self {
+            operation,
+            start: Instant::now(),
+            ok: false,
+        }
     }
 
     pub fn success(mut self) {
@@ -105,7 +118,8 @@ impl Drop for SourceCallTracker {
         histogram!(YOUTUBE_API_DURATION_SECONDS, "operation" => self.operation)
             .record(self.start.elapsed().as_secs_f64());
         let status = if self.ok { SUCCESS } else { FAILED };
-        counter!(YOUTUBE_API_CALLS_TOTAL, "operation" => self.operation, "status" => status).increment(1);
+        counter!(YOUTUBE_API_CALLS_TOTAL, "operation" => self.operation, "status" => status)
+            .increment(1);
     }
 }
 
@@ -131,7 +145,11 @@ pub struct TaskTracker {
 impl TaskTracker {
     pub fn start(task_name: &'static str) -> Self {
         gauge!(TASKS_IN_PROGRESS, "task_name" => task_name).increment(1.0);
-        Self { task_name, start: Instant::now(), outcome: TaskOutcome::Failed }
+        Self {
+            task_name,
+            start: Instant::now(),
+            outcome: TaskOutcome::Failed,
+        }
     }
 
     /// Sets the outcome recorded at drop; the default is `Failed`.
@@ -225,18 +243,41 @@ fn bounded_method(method: &str) -> &'static str {
 fn status_label(status: u16) -> &'static str {
     // Status codes are a small closed set; leak-free static strings for the common ones.
     const CODES: &[(u16, &str)] = &[
-        (200, "200"), (201, "201"), (202, "202"), (204, "204"), (301, "301"), (302, "302"),
-        (304, "304"), (400, "400"), (401, "401"), (403, "403"), (404, "404"), (405, "405"),
-        (406, "406"), (409, "409"), (413, "413"), (415, "415"), (422, "422"), (429, "429"),
-        (499, "499"), (500, "500"), (502, "502"), (503, "503"), (504, "504"),
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (406, "406"),
+        (409, "409"),
+        (413, "413"),
+        (415, "415"),
+        (422, "422"),
+        (429, "429"),
+        (499, "499"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
     ];
-    CODES.iter().find(|(c, _)| *c == status).map(|(_, s)| *s).unwrap_or(match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    })
+    CODES
+        .iter()
+        .find(|(c, _)| *c == status)
+        .map(|(_, s)| *s)
+        .unwrap_or(match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        })
 }
 
 #[cfg(test)]
@@ -266,11 +307,26 @@ mod tests {
             let _failed = DownloadTracker::start("direct");
             // `_failed` is dropped at the end of scope without success(): a failure.
         });
-        assert_eq!(value(&text, r#"downloads_total{status="success",provider="direct"}"#), 1.0);
-        assert_eq!(value(&text, r#"downloads_total{status="failed",provider="direct"}"#), 1.0);
+        assert_eq!(
+            value(
+                &text,
+                r#"downloads_total{status="success",provider="direct"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"downloads_total{status="failed",provider="direct"}"#
+            ),
+            1.0
+        );
         assert_eq!(value(&text, "downloads_in_progress"), 0.0);
         assert_eq!(value(&text, "download_duration_seconds_count"), 2.0);
-        assert!(text.contains(r#"download_duration_seconds_bucket{le="1800"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"download_duration_seconds_bucket{le="1800"} 2"#),
+            "{text}"
+        );
     }
 
     #[test]
@@ -286,10 +342,28 @@ mod tests {
             assert!(r.is_err());
             TaskTracker::start(TASK_PROCESS_DOWNLOAD).finish(TaskOutcome::Retried);
         });
-        assert_eq!(value(&text, r#"tasks_total{task_name="process_download",status="failed"}"#), 1.0);
-        assert_eq!(value(&text, r#"tasks_total{task_name="process_download",status="retried"}"#), 1.0);
-        assert_eq!(value(&text, r#"tasks_in_progress{task_name="process_download"}"#), 0.0);
-        assert!(text.contains("# TYPE task_duration_seconds histogram"), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                r#"tasks_total{task_name="process_download",status="failed"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"tasks_total{task_name="process_download",status="retried"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, r#"tasks_in_progress{task_name="process_download"}"#),
+            0.0
+        );
+        assert!(
+            text.contains("# TYPE task_duration_seconds histogram"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -300,11 +374,26 @@ mod tests {
             let _abandoned = HttpTracker::start("POST");
         });
         assert_eq!(
-            value(&text, r#"http_requests_total{method="GET",endpoint="/v1/downloads/{id}",status="200"}"#),
+            value(
+                &text,
+                r#"http_requests_total{method="GET",endpoint="/v1/downloads/{id}",status="200"}"#
+            ),
             1.0
         );
-        assert_eq!(value(&text, r#"http_requests_total{method="OTHER",endpoint="unmatched",status="404"}"#), 1.0);
-        assert_eq!(value(&text, r#"http_requests_total{method="POST",endpoint="unmatched",status="499"}"#), 1.0);
+        assert_eq!(
+            value(
+                &text,
+                r#"http_requests_total{method="OTHER",endpoint="unmatched",status="404"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"http_requests_total{method="POST",endpoint="unmatched",status="499"}"#
+            ),
+            1.0
+        );
         assert_eq!(value(&text, "http_requests_in_flight"), 0.0);
         assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
     }
@@ -317,9 +406,33 @@ mod tests {
             SourceCallTracker::start("download_video").success();
             record_error("source_not_found", "permanent");
         });
-        assert_eq!(value(&text, r#"storage_uploads_total{provider="local",status="success"}"#), 1.0);
-        assert_eq!(value(&text, r#"storage_uploads_total{provider="local",status="failed"}"#), 1.0);
-        assert_eq!(value(&text, r#"youtube_api_calls_total{operation="download_video",status="success"}"#), 1.0);
-        assert_eq!(value(&text, r#"errors_total{error_code="source_not_found",error_type="permanent"}"#), 1.0);
+        assert_eq!(
+            value(
+                &text,
+                r#"storage_uploads_total{provider="local",status="success"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"storage_uploads_total{provider="local",status="failed"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"youtube_api_calls_total{operation="download_video",status="success"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"errors_total{error_code="source_not_found",error_type="permanent"}"#
+            ),
+            1.0
+        );
     }
 }

@@ -12,11 +12,12 @@ use clipstash_core::config::{DatabaseArgs, RedisArgs};
 use clipstash_core::db;
 use sqlx::PgPool;
 
-pub use media::{media_sha256, MediaServer};
+pub use media::{MediaServer, media_sha256};
 
 /// Admin connection used to create per-test databases.
 pub fn admin_url() -> String {
-    std::env::var("CLIPSTASH_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CLIPSTASH_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -33,8 +34,13 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let name = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPool::connect(&admin_url()).await.expect("test Postgres reachable (CLIPSTASH_TEST_DATABASE_URL)");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.unwrap();
+        let admin = PgPool::connect(&admin_url())
+            .await
+            .expect("test Postgres reachable (CLIPSTASH_TEST_DATABASE_URL)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
         admin.close().await;
         let mut url = url_with_db(&admin_url(), &name);
         url.push_str(if url.contains('?') { "&" } else { "?" });
@@ -45,7 +51,10 @@ impl TestDb {
     }
 
     pub fn args(&self) -> DatabaseArgs {
-        DatabaseArgs { database_url: self.url.clone(), db_max_connections: 8 }
+        DatabaseArgs {
+            database_url: self.url.clone(),
+            db_max_connections: 8,
+        }
     }
 }
 
@@ -54,12 +63,17 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Best effort, on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(admin) = PgPool::connect(&admin_url()).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&admin)
-                        .await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
                 }
             })
         })
@@ -68,7 +82,9 @@ impl Drop for TestDb {
 }
 
 fn url_with_db(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     match query {
         Some(q) => format!("{base}/{db}?{q}"),
@@ -83,7 +99,9 @@ pub struct TestQueue {
 
 impl TestQueue {
     pub fn new() -> Self {
-        Self { name: format!("cs-test:{}", uuid::Uuid::new_v4().simple()) }
+        Self {
+            name: format!("cs-test:{}", uuid::Uuid::new_v4().simple()),
+        }
     }
 
     /// Queue settings with fast heartbeats so orphan recovery takes seconds in tests.
@@ -97,7 +115,11 @@ impl TestQueue {
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 }
 
@@ -111,9 +133,16 @@ impl Drop for TestQueue {
     fn drop(&mut self) {
         let pattern = format!("{}:*", self.name);
         let _ = std::thread::spawn(move || {
-            let Ok(client) = redis::Client::open(redis_url()) else { return };
-            let Ok(mut conn) = client.get_connection() else { return };
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap_or_default();
+            let Ok(client) = redis::Client::open(redis_url()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
             if !keys.is_empty() {
                 let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
             }
@@ -142,5 +171,9 @@ where
 
 /// A port the OS just handed out (for binaries that take an address, not a listener).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -91,7 +91,11 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
                 break;
             }
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
         let count = {
             let mut h = hits.lock().unwrap();
             let c = h.entry(path.clone()).or_insert(0);
@@ -99,11 +103,18 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
             *c
         };
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let num = |i: usize| parts.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let sock = reader.get_mut();
         let keep_alive = match parts.first().copied() {
             Some("media") => send_media(sock, num(1), num(2), None).await?,
-            Some("slow") => send_media(sock, num(1), num(2), Some(Duration::from_millis(num(3)))).await?,
+            Some("slow") => {
+                send_media(sock, num(1), num(2), Some(Duration::from_millis(num(3)))).await?
+            }
             Some("chunked") => send_chunked(sock, num(1), num(2)).await?,
             Some("status") => send_status(sock, num(1) as u16).await?,
             Some("flaky") if count <= num(1) => send_status(sock, 500).await?,
@@ -118,7 +129,10 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
                 false
             }
             Some("stall") => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 102400\r\n\r\n").await?;
+                sock.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 102400\r\n\r\n",
+                )
+                .await?;
                 sock.write_all(&[7u8; 1024]).await?;
                 sock.flush().await?;
                 // Hold the connection open until the client gives up.
@@ -141,12 +155,28 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
 
 async fn send_status(sock: &mut TcpStream, code: u16) -> std::io::Result<bool> {
     let body = format!("status {code}");
-    sock.write_all(format!("HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
+    sock.write_all(
+        format!(
+            "HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
     Ok(true)
 }
 
-async fn send_media(sock: &mut TcpStream, len: u64, seed: u64, pace: Option<Duration>) -> std::io::Result<bool> {
-    sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n").as_bytes()).await?;
+async fn send_media(
+    sock: &mut TcpStream,
+    len: u64,
+    seed: u64,
+    pace: Option<Duration>,
+) -> std::io::Result<bool> {
+    sock.write_all(
+        format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
     let mut buf = vec![0u8; BLOCK];
     let mut off = 0;
     while off < len {
@@ -164,7 +194,10 @@ async fn send_media(sock: &mut TcpStream, len: u64, seed: u64, pace: Option<Dura
 }
 
 async fn send_chunked(sock: &mut TcpStream, len: u64, seed: u64) -> std::io::Result<bool> {
-    sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n\r\n").await?;
+    sock.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await?;
     let mut buf = vec![0u8; BLOCK];
     let mut off = 0;
     while off < len {

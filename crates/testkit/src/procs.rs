@@ -11,7 +11,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` (just test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` (just test does)",
+        path.display()
+    );
     path
 }
 
@@ -23,7 +27,8 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let log = std::env::temp_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log =
+            std::env::temp_dir().join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         let mut cmd = Command::new(binary(name));
@@ -49,7 +54,9 @@ impl Proc {
     /// SIGTERM, then waits up to `limit` for a clean exit; returns whether it exited 0.
     pub async fn terminate(&mut self, limit: Duration) -> bool {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
         matches!(tokio::time::timeout(limit, self.child.wait()).await, Ok(Ok(s)) if s.success())
     }
@@ -64,10 +71,10 @@ impl Proc {
 pub async fn wait_healthy(proc: &Proc, url: &str) {
     let client = reqwest::Client::new();
     for _ in 0..400 {
-        if let Ok(r) = client.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

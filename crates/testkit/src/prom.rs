@@ -23,7 +23,11 @@ pub fn parse(text: &str) -> Vec<Sample> {
                 None => (series, ""),
             };
             let labels = split_labels(labels);
-            Sample { name: name.to_string(), labels, value }
+            Sample {
+                name: name.to_string(),
+                labels,
+                value,
+            }
         })
         .collect()
 }
@@ -44,14 +48,21 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name)
-        .filter(|s| filter.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v)))
+        .filter(|s| {
+            filter
+                .iter()
+                .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
         .map(|s| s.value)
         .sum()
 }
 
 /// Number of distinct series whose name starts with `prefix`.
 pub fn series_count(samples: &[Sample], prefix: &str) -> usize {
-    samples.iter().filter(|s| s.name.starts_with(prefix)).count()
+    samples
+        .iter()
+        .filter(|s| s.name.starts_with(prefix))
+        .count()
 }
 
 /// Runs `promtool check metrics` on an exposition; returns its complaints.
@@ -63,11 +74,20 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool on PATH (Debian package prometheus; `just test` installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }

@@ -13,10 +13,10 @@ use clipstash_core::db::{self, Claim};
 use clipstash_core::fetch::{Fetcher, JobError};
 use clipstash_core::model::Source;
 use clipstash_core::storage::Storage;
-use clipstash_core::{gauges, DownloadJob, ErrorCode};
+use clipstash_core::{DownloadJob, ErrorCode, gauges};
 use futures_util::FutureExt;
 use metrics_core::catalogue::TASK_PROCESS_DOWNLOAD;
-use metrics_core::{record_error, DownloadTracker, TaskOutcome, TaskTracker};
+use metrics_core::{DownloadTracker, TaskOutcome, TaskTracker, record_error};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 use tokio_util::sync::CancellationToken;
@@ -50,9 +50,18 @@ pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), 
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(%id, panic = %what, "job panicked");
-            record_error(ErrorCode::InternalError.as_str(), ErrorCode::InternalError.error_type().as_str());
+            record_error(
+                ErrorCode::InternalError.as_str(),
+                ErrorCode::InternalError.error_type().as_str(),
+            );
             // The lock connection was closed as the panic unwound; record the failure anew.
-            db::fail_job(&ctx.pool, id, ErrorCode::InternalError, "the worker failed unexpectedly").await?;
+            db::fail_job(
+                &ctx.pool,
+                id,
+                ErrorCode::InternalError,
+                "the worker failed unexpectedly",
+            )
+            .await?;
             Ok(())
         }
     }
@@ -100,9 +109,15 @@ impl JobContext {
         let id = job.job_id;
         let mut conn = self.pool.acquire().await?;
         let mut attempts = match db::claim(&mut conn, id).await? {
-            Claim::Claimed { attempts, first_start } => {
+            Claim::Claimed {
+                attempts,
+                first_start,
+            } => {
                 if first_start {
-                    let waited = (Utc::now() - job.enqueued_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    let waited = (Utc::now() - job.enqueued_at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1e6;
                     metrics_core::trackers::record_queue_wait(TASK_PROCESS_DOWNLOAD, waited);
                 }
                 attempts
@@ -116,14 +131,22 @@ impl JobContext {
                 return Ok(());
             }
         };
-        let mut conn = LockedConn { conn: Some(conn), id };
-        let source = url::Url::parse(&job.url).map(|u| Source::for_url(&u)).unwrap_or(Source::Direct);
+        let mut conn = LockedConn {
+            conn: Some(conn),
+            id,
+        };
+        let source = url::Url::parse(&job.url)
+            .map(|u| Source::for_url(&u))
+            .unwrap_or(Source::Direct);
         let key = Storage::object_key(id);
 
         if attempts > self.max_attempts {
             // Delivered again after crashing workers: stop the loop here.
             let task = TaskTracker::start(TASK_PROCESS_DOWNLOAD);
-            let e = JobError::new(ErrorCode::RedeliveryLimit, format!("gave up after {} deliveries", attempts - 1));
+            let e = JobError::new(
+                ErrorCode::RedeliveryLimit,
+                format!("gave up after {} deliveries", attempts - 1),
+            );
             record_error(e.code.as_str(), e.code.error_type().as_str());
             db::mark_failed(conn.get(), id, e.code, &e.message).await?;
             task.finish(TaskOutcome::Failed);
@@ -171,7 +194,13 @@ impl JobContext {
                                 return Err(Interrupted::Shutdown);
                             }
                         }
-                        attempts = db::next_attempt(conn.get(), id).await?;
+                        match db::next_attempt(conn.get(), id).await? {
+                            Some(n) => attempts = n,
+                            None => {
+                                tracing::info!(%id, "cancelled while waiting to retry");
+                                break;
+                            }
+                        }
                     } else {
                         db::mark_failed(conn.get(), id, e.code, &e.message).await?;
                         task.finish(TaskOutcome::Failed);

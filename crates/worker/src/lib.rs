@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use apalis::prelude::*;
 use clap::{Parser, Subcommand};
-use clipstash_core::config::{parse_duration, DatabaseArgs, GaugeArgs, NetworkArgs, RedisArgs, StorageArgs};
+use clipstash_core::config::{
+    DatabaseArgs, GaugeArgs, NetworkArgs, RedisArgs, StorageArgs, parse_duration,
+};
 use clipstash_core::fetch::{FetchLimits, Fetcher};
 use clipstash_core::queue::Queue;
 use clipstash_core::storage::Storage;
@@ -28,7 +30,11 @@ pub use job::JobContext;
 
 /// Command line of `clipstash-worker`.
 #[derive(Debug, Parser)]
-#[command(name = "clipstash-worker", version, about = "clipstash job worker: downloads queued videos into storage")]
+#[command(
+    name = "clipstash-worker",
+    version,
+    about = "clipstash job worker: downloads queued videos into storage"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -46,48 +52,56 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Address of this worker's /metrics endpoint; give each worker on a host its own port.
-    #[arg(long, env = "CLIPSTASH_METRICS_LISTEN", default_value = "127.0.0.1:9101")]
+    #[arg(
+        long,
+        env = "CLIPSTASH_METRICS_LISTEN",
+        default_value = "127.0.0.1:9101"
+    )]
     pub metrics_listen: SocketAddr,
 
     /// Jobs run at once by this process.
-    #[arg(long, env = "CLIPSTASH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "CLIPSTASH_CONCURRENCY", value_name = "CLIPSTASH_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub concurrency: u32,
 
     /// Prefix of this worker's name in Redis; a unique suffix (host, pid, random) is always added.
-    #[arg(long, env = "CLIPSTASH_WORKER_NAME", default_value = "clipstash-worker")]
+    #[arg(
+        long,
+        env = "CLIPSTASH_WORKER_NAME",
+        default_value = "clipstash-worker"
+    )]
     pub worker_name: String,
 
     /// How often an idle worker polls Redis for new jobs.
-    #[arg(long, env = "CLIPSTASH_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_POLL_INTERVAL", value_name = "CLIPSTASH_POLL_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
     /// Retries after the first attempt for transient failures (connection errors, 5xx, timeouts).
-    #[arg(long, env = "CLIPSTASH_MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=20))]
+    #[arg(long, env = "CLIPSTASH_MAX_RETRIES", value_name = "CLIPSTASH_MAX_RETRIES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub max_retries: u32,
 
     /// Delay before the first retry; doubles for each further one.
-    #[arg(long, env = "CLIPSTASH_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_RETRY_BASE", value_name = "CLIPSTASH_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
     pub retry_base: Duration,
 
     /// Wall-clock limit of one download attempt.
-    #[arg(long, env = "CLIPSTASH_ATTEMPT_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_ATTEMPT_TIMEOUT", value_name = "CLIPSTASH_ATTEMPT_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub attempt_timeout: Duration,
 
     /// Longest wait for the next bytes from a source before the attempt fails as a timeout.
-    #[arg(long, env = "CLIPSTASH_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_IDLE_TIMEOUT", value_name = "CLIPSTASH_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Longest wait to connect to a source.
-    #[arg(long, env = "CLIPSTASH_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_CONNECT_TIMEOUT", value_name = "CLIPSTASH_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// Largest file accepted, in bytes; larger fails as file_too_large.
-    #[arg(long, env = "CLIPSTASH_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    #[arg(long, env = "CLIPSTASH_MAX_FILE_BYTES", value_name = "CLIPSTASH_MAX_FILE_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_file_bytes: u64,
 
     /// On SIGTERM, how long running jobs may finish before they are handed back to the queue.
     /// Must be shorter than the orphan timeout (heartbeat interval x missed heartbeats).
-    #[arg(long, env = "CLIPSTASH_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "CLIPSTASH_SHUTDOWN_GRACE", value_name = "CLIPSTASH_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
     #[command(flatten)]
@@ -132,9 +146,13 @@ pub struct Worker {
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
-        let exporter = Exporter::install(Component::Worker).context("installing the metrics recorder")?;
+        let exporter =
+            Exporter::install(Component::Worker).context("installing the metrics recorder")?;
         // One connection per running job holds its lock, plus room for the sampler.
-        let pool_size = settings.database.db_max_connections.max(settings.concurrency + 2);
+        let pool_size = settings
+            .database
+            .db_max_connections
+            .max(settings.concurrency + 2);
         let pool = db::connect(&settings.database.database_url, pool_size)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
@@ -146,8 +164,12 @@ impl Worker {
             connect_timeout: settings.connect_timeout,
         })?;
 
-        let listener = TcpListener::bind(settings.metrics_listen)
-            .with_context(|| format!("CLIPSTASH_METRICS_LISTEN={}: cannot bind", settings.metrics_listen))?;
+        let listener = TcpListener::bind(settings.metrics_listen).with_context(|| {
+            format!(
+                "CLIPSTASH_METRICS_LISTEN={}: cannot bind",
+                settings.metrics_listen
+            )
+        })?;
         let metrics_addr = listener.local_addr()?;
         let ex = exporter.clone();
         let metrics_server = HttpServer::new(move || {
@@ -157,10 +179,19 @@ impl Worker {
                     "/metrics",
                     web::get().to(move || {
                         let body = ex.render();
-                        async move { HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body) }
+                        async move {
+                            HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                                .body(body)
+                        }
                     }),
                 )
-                .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+                .route(
+                    "/healthz",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+                    }),
+                )
         })
         .workers(1)
         .disable_signals()
@@ -178,7 +209,15 @@ impl Worker {
             attempt_timeout: settings.attempt_timeout,
             shutdown,
         });
-        Ok(Self { settings, ctx, queue, exporter, metrics_server, metrics_addr, name })
+        Ok(Self {
+            settings,
+            ctx,
+            queue,
+            exporter,
+            metrics_server,
+            metrics_addr,
+            name,
+        })
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
@@ -244,8 +283,12 @@ impl Worker {
                 .await;
             match self.queue.hand_back(&name).await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(worker = %name, jobs = n, "handed unfinished jobs back to the queue"),
-                Err(e) => tracing::warn!(worker = %name, error = %e, "handing jobs back; they return after the orphan timeout"),
+                Ok(n) => {
+                    tracing::info!(worker = %name, jobs = n, "handed unfinished jobs back to the queue")
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %name, error = %e, "handing jobs back; they return after the orphan timeout")
+                }
             }
             if shutdown.is_cancelled() {
                 break;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clipstash_testkit::procs::{wait_healthy, Proc};
+use clipstash_testkit::procs::{Proc, wait_healthy};
 use clipstash_testkit::prom::{self, promtool_check_metrics};
-use clipstash_testkit::{free_port, media_sha256, wait_for, MediaServer, TestDb, TestQueue};
-use serde_json::{json, Value};
+use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port, media_sha256, wait_for};
+use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -22,17 +22,16 @@ struct Stack {
 }
 
 impl Stack {
-    fn new() -> impl std::future::Future<Output = Self> {
-        async {
-            Self {
-                db: TestDb::new().await,
-                queue: TestQueue::new(),
-                storage_dir: std::env::temp_dir().join(format!("cs-e2e-{}", uuid::Uuid::new_v4().simple())),
-                api: None,
-                api_port: free_port(),
-                workers: Vec::new(),
-                client: reqwest::Client::new(),
-            }
+    async fn new() -> Self {
+        Self {
+            db: TestDb::new().await,
+            queue: TestQueue::new(),
+            storage_dir: std::env::temp_dir()
+                .join(format!("cs-e2e-{}", uuid::Uuid::new_v4().simple())),
+            api: None,
+            api_port: free_port(),
+            workers: Vec::new(),
+            client: reqwest::Client::new(),
         }
     }
 
@@ -41,7 +40,10 @@ impl Stack {
             ("DATABASE_URL", self.db.url.clone()),
             ("REDIS_URL", clipstash_testkit::redis_url()),
             ("CLIPSTASH_QUEUE", self.queue.name.clone()),
-            ("CLIPSTASH_STORAGE_DIR", self.storage_dir.display().to_string()),
+            (
+                "CLIPSTASH_STORAGE_DIR",
+                self.storage_dir.display().to_string(),
+            ),
             ("CLIPSTASH_STORAGE_QUOTA_BYTES", (1u64 << 30).to_string()),
             ("CLIPSTASH_ALLOW_PRIVATE_NETWORKS", "true".into()),
             ("CLIPSTASH_HEARTBEAT_INTERVAL", "1s".into()),
@@ -80,25 +82,52 @@ impl Stack {
     }
 
     async fn submit(&self, url: &str) -> String {
-        let r = self.client.post(self.api_url("/v1/downloads")).json(&json!({ "url": url })).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.api_url("/v1/downloads"))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
-        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     async fn job(&self, id: &str) -> Value {
-        self.client.get(self.api_url(&format!("/v1/downloads/{id}"))).send().await.unwrap().json().await.unwrap()
+        self.client
+            .get(self.api_url(&format!("/v1/downloads/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn finished(&self, id: &str) -> Value {
         wait_for(&format!("job {id} to finish"), LIMIT, || async move {
             let j = self.job(id).await;
-            matches!(j["status"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(j)
+            matches!(
+                j["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(j)
         })
         .await
     }
 
     async fn scrape(&self, port: u16) -> String {
-        self.client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     fn logs(&self) -> String {
@@ -129,7 +158,12 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
 
     // Cancelled while queued, before any worker exists: it must never run.
     let cancelled = stack.submit(&media.url("/media/1000/1/cancelled")).await;
-    let r = stack.client.delete(stack.api_url(&format!("/v1/downloads/{cancelled}"))).send().await.unwrap();
+    let r = stack
+        .client
+        .delete(stack.api_url(&format!("/v1/downloads/{cancelled}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     stack.start_worker(4).await;
@@ -138,7 +172,9 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
     let mut good = Vec::new();
     for i in 0..50u64 {
         let size = 1024 + i * 37_000;
-        let id = stack.submit(&media.url(&format!("/media/{size}/{i}/e2e"))).await;
+        let id = stack
+            .submit(&media.url(&format!("/media/{size}/{i}/e2e")))
+            .await;
         good.push((id, size, i));
     }
     let server_error = stack.submit(&media.url("/status/500/e2e")).await;
@@ -153,16 +189,33 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
         let expected = media_sha256(*size, *seed);
         assert_eq!(job["sha256"], expected.as_str());
         let stored = stack.storage_dir.join(job["object_key"].as_str().unwrap());
-        assert_eq!(sha256_file(&stored), expected, "stored object matches the source");
+        assert_eq!(
+            sha256_file(&stored),
+            expected,
+            "stored object matches the source"
+        );
         total += size;
     }
     let job = stack.finished(&server_error).await;
-    assert_eq!((job["status"].as_str(), job["error"]["code"].as_str(), job["attempts"].as_i64()), (Some("failed"), Some("source_server_error"), Some(4)));
+    assert_eq!(
+        (
+            job["status"].as_str(),
+            job["error"]["code"].as_str(),
+            job["attempts"].as_i64()
+        ),
+        (Some("failed"), Some("source_server_error"), Some(4))
+    );
     assert_eq!(media.hits("/status/500/e2e"), 4);
     let job = stack.finished(&not_found).await;
-    assert_eq!((job["error"]["code"].as_str(), job["attempts"].as_i64()), (Some("source_not_found"), Some(1)));
+    assert_eq!(
+        (job["error"]["code"].as_str(), job["attempts"].as_i64()),
+        (Some("source_not_found"), Some(1))
+    );
     let job = stack.finished(&flaky).await;
-    assert_eq!((job["status"].as_str(), job["attempts"].as_i64()), (Some("succeeded"), Some(2)));
+    assert_eq!(
+        (job["status"].as_str(), job["attempts"].as_i64()),
+        (Some("succeeded"), Some(2))
+    );
     assert_eq!(stack.job(&cancelled).await["status"], "cancelled");
     assert_eq!(media.hits("/media/1000/1/cancelled"), 0);
 
@@ -172,19 +225,64 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
         let text = stack.scrape(*port).await;
         promtool_check_metrics(&text).unwrap_or_else(|e| panic!("worker /metrics: {e}"));
         let samples = prom::parse(&text);
-        assert_eq!(prom::sum(&samples, "app_info", &[("component", "worker")]), 1.0);
+        assert_eq!(
+            prom::sum(&samples, "app_info", &[("component", "worker")]),
+            1.0
+        );
         worker_samples.extend(samples);
     }
-    let tasks = |status| prom::sum(&worker_samples, "tasks_total", &[("task_name", "process_download"), ("status", status)]);
+    let tasks = |status| {
+        prom::sum(
+            &worker_samples,
+            "tasks_total",
+            &[("task_name", "process_download"), ("status", status)],
+        )
+    };
     assert_eq!(tasks("success"), 51.0);
     assert_eq!(tasks("failed"), 2.0);
-    let errors: Vec<_> = worker_samples.iter().filter(|s| s.name == "errors_total").collect();
-    assert_eq!(tasks("retried"), 4.0, "3 retries of the 500 and 1 of the flaky source; errors: {errors:?}\n{}", stack.logs());
-    assert_eq!(prom::sum(&worker_samples, "downloads_total", &[("status", "success"), ("provider", "direct")]), 51.0);
-    assert_eq!(prom::sum(&worker_samples, "downloads_total", &[("status", "failed")]), 6.0);
-    assert_eq!(prom::sum(&worker_samples, "task_queue_wait_seconds_count", &[]), 53.0);
-    assert_eq!(prom::sum(&worker_samples, "storage_uploads_total", &[("provider", "local"), ("status", "success")]), 51.0);
-    assert_eq!(prom::sum(&worker_samples, "errors_total", &[("error_code", "source_server_error")]), 5.0, "4 from the 500 source, 1 from the flaky one");
+    let errors: Vec<_> = worker_samples
+        .iter()
+        .filter(|s| s.name == "errors_total")
+        .collect();
+    assert_eq!(
+        tasks("retried"),
+        4.0,
+        "3 retries of the 500 and 1 of the flaky source; errors: {errors:?}\n{}",
+        stack.logs()
+    );
+    assert_eq!(
+        prom::sum(
+            &worker_samples,
+            "downloads_total",
+            &[("status", "success"), ("provider", "direct")]
+        ),
+        51.0
+    );
+    assert_eq!(
+        prom::sum(&worker_samples, "downloads_total", &[("status", "failed")]),
+        6.0
+    );
+    assert_eq!(
+        prom::sum(&worker_samples, "task_queue_wait_seconds_count", &[]),
+        53.0
+    );
+    assert_eq!(
+        prom::sum(
+            &worker_samples,
+            "storage_uploads_total",
+            &[("provider", "local"), ("status", "success")]
+        ),
+        51.0
+    );
+    assert_eq!(
+        prom::sum(
+            &worker_samples,
+            "errors_total",
+            &[("error_code", "source_server_error")]
+        ),
+        5.0,
+        "4 from the 500 source, 1 from the flaky one"
+    );
     assert_eq!(prom::sum(&worker_samples, "tasks_in_progress", &[]), 0.0);
     assert!(prom::sum(&worker_samples, "process_resident_memory_bytes", &[]) > 0.0);
 
@@ -193,8 +291,25 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
     let api = prom::parse(&api_text);
     assert_eq!(prom::sum(&api, "app_info", &[("component", "api")]), 1.0);
     assert_eq!(prom::sum(&api, "tasks_enqueued_total", &[]), 54.0);
-    assert_eq!(prom::sum(&api, "http_requests_total", &[("method", "POST"), ("endpoint", "/v1/downloads"), ("status", "202")]), 54.0);
-    assert!(prom::sum(&api, "http_requests_total", &[("endpoint", "/v1/downloads/{id}"), ("status", "200")]) >= 54.0);
+    assert_eq!(
+        prom::sum(
+            &api,
+            "http_requests_total",
+            &[
+                ("method", "POST"),
+                ("endpoint", "/v1/downloads"),
+                ("status", "202")
+            ]
+        ),
+        54.0
+    );
+    assert!(
+        prom::sum(
+            &api,
+            "http_requests_total",
+            &[("endpoint", "/v1/downloads/{id}"), ("status", "200")]
+        ) >= 54.0
+    );
     assert!(!api_text.contains(&cancelled), "no job id in any label");
     // Global gauges converge on Postgres' and Redis' figures in every process.
     for port in std::iter::once(stack.api_port).chain(stack.workers.iter().map(|(_, p)| *p)) {
@@ -202,7 +317,8 @@ async fn fifty_jobs_on_two_workers_with_failures_retries_and_a_cancel() {
             let s = prom::parse(&stack.scrape(port).await);
             let ok = prom::sum(&s, "storage_usage_bytes", &[("provider", "local")]) == total as f64
                 && prom::sum(&s, "storage_files", &[("provider", "local")]) == 51.0
-                && prom::sum(&s, "storage_quota_bytes", &[("provider", "local")]) == (1u64 << 30) as f64
+                && prom::sum(&s, "storage_quota_bytes", &[("provider", "local")])
+                    == (1u64 << 30) as f64
                 && prom::sum(&s, "workers_live", &[]) == 2.0
                 && prom::sum(&s, "queue_length", &[("state", "pending")]) == 0.0;
             ok.then_some(())
@@ -220,7 +336,10 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
     // About 3 s of paced bytes, so the worker is mid-download when killed.
     let path = "/slow/3000000/5/100/kill9";
     let id = stack.submit(&media.url(path)).await;
-    wait_for("the download to start", LIMIT, || async { (media.hits(path) == 1).then_some(()) }).await;
+    wait_for("the download to start", LIMIT, || async {
+        (media.hits(path) == 1).then_some(())
+    })
+    .await;
     assert_eq!(stack.job(&id).await["status"], "running");
 
     stack.start_worker(1).await;
@@ -231,7 +350,15 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
     assert_eq!(job["attempts"], 2);
     assert_eq!(job["sha256"], media_sha256(3_000_000, 5).as_str());
     assert_eq!(media.hits(path), 2);
-    let storage: Value = stack.client.get(stack.api_url("/v1/storage")).send().await.unwrap().json().await.unwrap();
+    let storage: Value = stack
+        .client
+        .get(stack.api_url("/v1/storage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(storage["providers"][0]["bytes_used"], 3_000_000);
     assert_eq!(storage["providers"][0]["file_count"], 1);
 }
@@ -241,27 +368,57 @@ async fn unknown_paths_and_ids_add_no_http_series() {
     let mut stack = Stack::new().await;
     stack.start_api().await;
     // Warm up each route shape once so the baseline holds their series.
-    for path in ["/nope/warm", "/v1/downloads/018f0000-0000-7000-8000-000000000000", "/v1/downloads/warm", "/metrics"] {
+    for path in [
+        "/nope/warm",
+        "/v1/downloads/018f0000-0000-7000-8000-000000000000",
+        "/v1/downloads/warm",
+        "/metrics",
+    ] {
         stack.client.get(stack.api_url(path)).send().await.unwrap();
     }
     let before = prom::parse(&stack.scrape(stack.api_port).await);
     for i in 0..1000 {
-        stack.client.get(stack.api_url(&format!("/unknown/{i}/{}", uuid::Uuid::new_v4()))).send().await.unwrap();
+        stack
+            .client
+            .get(stack.api_url(&format!("/unknown/{i}/{}", uuid::Uuid::new_v4())))
+            .send()
+            .await
+            .unwrap();
         let id = uuid::Uuid::new_v4();
-        let r = stack.client.get(stack.api_url(&format!("/v1/downloads/{id}"))).send().await.unwrap();
+        let r = stack
+            .client
+            .get(stack.api_url(&format!("/v1/downloads/{id}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
     }
     let after_text = stack.scrape(stack.api_port).await;
     let after = prom::parse(&after_text);
-    let grew = prom::series_count(&after, "http_") as i64 - prom::series_count(&before, "http_") as i64;
+    let grew =
+        prom::series_count(&after, "http_") as i64 - prom::series_count(&before, "http_") as i64;
     assert!(grew <= 5, "2,000 distinct paths added {grew} HTTP series");
-    assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "unmatched"), ("status", "404")]) >= 1000.0);
-    assert!(prom::sum(&after, "http_requests_total", &[("endpoint", "/v1/downloads/{id}"), ("status", "404")]) >= 1000.0);
+    assert!(
+        prom::sum(
+            &after,
+            "http_requests_total",
+            &[("endpoint", "unmatched"), ("status", "404")]
+        ) >= 1000.0
+    );
+    assert!(
+        prom::sum(
+            &after,
+            "http_requests_total",
+            &[("endpoint", "/v1/downloads/{id}"), ("status", "404")]
+        ) >= 1000.0
+    );
 }
 
 /// The repository's own `deploy/` and `dashboards/` files.
 fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 /// Prometheus run with `deploy/prometheus.yml`, pointed at this test's processes.
@@ -278,21 +435,41 @@ impl Prometheus {
         let config = std::fs::read_to_string(repo_file("deploy/prometheus.yml")).unwrap();
         // Same jobs, rules and file_sd discovery; only the cadence and the API's port change.
         let replaced = |from: &str, to: &str, text: String| {
-            assert!(text.contains(from), "deploy/prometheus.yml no longer has `{from}`");
+            assert!(
+                text.contains(from),
+                "deploy/prometheus.yml no longer has `{from}`"
+            );
             text.replace(from, to)
         };
         let config = replaced("scrape_interval: 15s", "scrape_interval: 1s", config);
-        let config = replaced("evaluation_interval: 15s", "evaluation_interval: 1s", config);
+        let config = replaced(
+            "evaluation_interval: 15s",
+            "evaluation_interval: 1s",
+            config,
+        );
         let config = replaced("127.0.0.1:8080", &format!("127.0.0.1:{api_port}"), config);
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
         std::fs::copy(repo_file("deploy/alerts.yml"), dir.join("alerts.yml")).unwrap();
-        let targets: Vec<String> = worker_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        std::fs::write(dir.join("workers.json"), json!([{ "targets": targets }]).to_string()).unwrap();
+        let targets: Vec<String> = worker_ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        std::fs::write(
+            dir.join("workers.json"),
+            json!([{ "targets": targets }]).to_string(),
+        )
+        .unwrap();
 
         let port = free_port();
         let proc = std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(std::fs::File::create(dir.join("log")).unwrap())
             .stderr(std::fs::File::create(dir.join("err")).unwrap())
@@ -303,10 +480,22 @@ impl Prometheus {
         wait_for("prometheus ready", LIMIT, || {
             let url = format!("{base}/-/ready");
             let client = client.clone();
-            async move { client.get(url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
-        Self { _proc: proc, base, dir }
+        Self {
+            _proc: proc,
+            base,
+            dir,
+        }
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Value {
@@ -344,8 +533,16 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
     // Every target of both scrape jobs is up.
     wait_for("all three targets up", LIMIT, || async {
         let t = prom.get("/api/v1/targets", &[]).await;
-        let active = t["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
-        let up = |job: &str| active.iter().filter(|a| a["labels"]["job"] == job && a["health"] == "up").count();
+        let active = t["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let up = |job: &str| {
+            active
+                .iter()
+                .filter(|a| a["labels"]["job"] == job && a["health"] == "up")
+                .count()
+        };
         (up("clipstash-api") == 1 && up("clipstash-worker") == 2).then_some(())
     })
     .await;
@@ -353,7 +550,11 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
     // A workload with successes, a permanent failure and retried failures.
     let mut ids = Vec::new();
     for i in 0..10u64 {
-        ids.push(stack.submit(&media.url(&format!("/media/{}/{i}/prom", 50_000 + i * 1000))).await);
+        ids.push(
+            stack
+                .submit(&media.url(&format!("/media/{}/{i}/prom", 50_000 + i * 1000)))
+                .await,
+        );
     }
     ids.push(stack.submit(&media.url("/status/404/prom")).await);
     ids.push(stack.submit(&media.url("/status/503/prom")).await);
@@ -361,27 +562,45 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
         stack.finished(id).await;
     }
     wait_for("Prometheus to see the workload", LIMIT, || async {
-        let r = prom.query(r#"sum(tasks_total{job="clipstash-worker", status="success"})"#).await;
+        let r = prom
+            .query(r#"sum(tasks_total{job="clipstash-worker", status="success"})"#)
+            .await;
         (r.first().and_then(|s| s["value"][1].as_str()) == Some("10")).then_some(())
     })
     .await;
     // Let rate() windows hold a few samples after the workload.
     wait_for("a few more scrapes", LIMIT, || async {
-        let r = prom.query(r#"count_over_time(up{job="clipstash-api"}[1m])"#).await;
-        let n: f64 = r.first().and_then(|s| s["value"][1].as_str()).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let r = prom
+            .query(r#"count_over_time(up{job="clipstash-api"}[1m])"#)
+            .await;
+        let n: f64 = r
+            .first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         (n >= 8.0).then_some(())
     })
     .await;
 
     // Every dashboard query parses, evaluates and returns data.
-    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(repo_file("dashboards/clipstash.json")).unwrap()).unwrap();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("dashboards/clipstash.json")).unwrap(),
+    )
+    .unwrap();
     let mut evaluated = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().into_iter().flatten() {
             let expr = target["expr"].as_str().unwrap();
-            let concrete = expr.replace("$__rate_interval", "1m").replace("$job", ".*").replace("$instance", ".*");
+            let concrete = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$job", ".*")
+                .replace("$instance", ".*");
             let result = prom.query(&concrete).await;
-            assert!(!result.is_empty(), "panel {:?} returned no data: {concrete}", panel["title"]);
+            assert!(
+                !result.is_empty(),
+                "panel {:?} returned no data: {concrete}",
+                panel["title"]
+            );
             evaluated += 1;
         }
     }
@@ -405,6 +624,8 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
         prom.query(rule["query"].as_str().unwrap()).await;
     }
     // With every worker up and nothing failing for long, the no-workers alert stays quiet.
-    let firing = prom.query(r#"ALERTS{alertname="ClipstashNoLiveWorkers"}"#).await;
+    let firing = prom
+        .query(r#"ALERTS{alertname="ClipstashNoLiveWorkers"}"#)
+        .await;
     assert!(firing.is_empty(), "{firing:?}");
 }

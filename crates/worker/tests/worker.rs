@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use clipstash_testkit::{media_sha256, wait_for, MediaServer};
+use clipstash_testkit::{MediaServer, media_sha256, wait_for};
 use common::Env;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -15,12 +15,17 @@ async fn media_of_every_size_is_streamed_into_storage_intact() {
     let media = MediaServer::start().await;
     let worker = env.start_worker(env.settings()).await;
     // From one byte to past several upload parts (8 MiB each), plus a chunked response.
-    let cases: Vec<(String, u64, u64)> = [0u64, 1, 64 * 1024, 9 * 1024 * 1024 + 7, 130 * 1024 * 1024]
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| (format!("/media/{n}/{i}/size"), n, i as u64))
-        .chain([(format!("/chunked/{}/77/c", 3 * 1024 * 1024 + 5), 3 * 1024 * 1024 + 5, 77)])
-        .collect();
+    let cases: Vec<(String, u64, u64)> =
+        [0u64, 1, 64 * 1024, 9 * 1024 * 1024 + 7, 130 * 1024 * 1024]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("/media/{n}/{i}/size"), n, i as u64))
+            .chain([(
+                format!("/chunked/{}/77/c", 3 * 1024 * 1024 + 5),
+                3 * 1024 * 1024 + 5,
+                77,
+            )])
+            .collect();
     let mut ids = Vec::new();
     for (path, _, _) in &cases {
         ids.push(env.submit(&media.url(path)).await);
@@ -40,7 +45,11 @@ async fn media_of_every_size_is_streamed_into_storage_intact() {
         let on_disk = std::fs::read(env.object_path(*id)).unwrap();
         assert_eq!(on_disk.len() as u64, *size);
         use sha2::Digest;
-        assert_eq!(hex::encode(sha2::Sha256::digest(&on_disk)), expected, "{path}");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&on_disk)),
+            expected,
+            "{path}"
+        );
         total += *size as i64;
     }
     assert_eq!(env.usage().await, (total, cases.len() as i64));
@@ -66,7 +75,13 @@ async fn failures_end_with_their_code_after_the_right_number_of_attempts() {
         ("/stall/a", "failed", Some("timeout"), 4, 4),
         ("/html/a", "failed", Some("unsupported_content_type"), 1, 1),
         ("/media/2000000/1/a", "failed", Some("file_too_large"), 1, 1),
-        ("/chunked/2000000/1/a", "failed", Some("file_too_large"), 1, 1),
+        (
+            "/chunked/2000000/1/a",
+            "failed",
+            Some("file_too_large"),
+            1,
+            1,
+        ),
     ];
     let mut ids = Vec::new();
     for (path, ..) in &cases {
@@ -74,18 +89,28 @@ async fn failures_end_with_their_code_after_the_right_number_of_attempts() {
     }
     // Nothing listens on this port: a connection error, retried.
     let closed = clipstash_testkit::free_port();
-    let refused = env.submit(&format!("http://127.0.0.1:{closed}/v.mp4")).await;
+    let refused = env
+        .submit(&format!("http://127.0.0.1:{closed}/v.mp4"))
+        .await;
 
     for ((path, status, code, attempts, hits), id) in cases.iter().zip(&ids) {
         let job = env.finished(*id, LIMIT).await;
         assert_eq!(job.status, *status, "{path}: {:?}", job.error_message);
-        assert_eq!(job.error_code.as_deref(), *code, "{path}: {:?}", job.error_message);
+        assert_eq!(
+            job.error_code.as_deref(),
+            *code,
+            "{path}: {:?}",
+            job.error_message
+        );
         assert_eq!(job.attempts, *attempts, "{path}");
         assert_eq!(media.hits(path), *hits, "{path}");
         assert!(job.finished_at.is_some());
     }
     let job = env.finished(refused, LIMIT).await;
-    assert_eq!((job.error_code.as_deref(), job.attempts), (Some("connection_failed"), 4));
+    assert_eq!(
+        (job.error_code.as_deref(), job.attempts),
+        (Some("connection_failed"), 4)
+    );
 
     // Failed attempts leave nothing behind: only the one success is stored and counted.
     let files = env.stored_files();
@@ -112,7 +137,11 @@ async fn a_job_delivered_twice_is_stored_and_counted_once() {
     })
     .await;
     assert_eq!(env.usage().await, (777777, 1));
-    assert_eq!(env.job(id).await.attempts, 1, "the second delivery saw a finished job");
+    assert_eq!(
+        env.job(id).await.attempts,
+        1,
+        "the second delivery saw a finished job"
+    );
     worker.shutdown().await;
 }
 
@@ -123,10 +152,17 @@ async fn a_job_that_keeps_killing_workers_is_given_up() {
     let url = media.url("/media/10/1/poison");
     let id = env.submit(&url).await;
     // As if four deliveries had each died with their worker.
-    sqlx::query("UPDATE jobs SET status = 'running', attempts = 4 WHERE id = $1").bind(id).execute(&env.db.pool).await.unwrap();
+    sqlx::query("UPDATE jobs SET status = 'running', attempts = 4 WHERE id = $1")
+        .bind(id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
     let worker = env.start_worker(env.settings()).await;
     let job = env.finished(id, LIMIT).await;
-    assert_eq!((job.status.as_str(), job.error_code.as_deref()), ("failed", Some("redelivery_limit")));
+    assert_eq!(
+        (job.status.as_str(), job.error_code.as_deref()),
+        ("failed", Some("redelivery_limit"))
+    );
     assert_eq!(media.hits("/media/10/1/poison"), 0);
     worker.shutdown().await;
 }
@@ -136,7 +172,9 @@ async fn cancelled_jobs_are_skipped() {
     let env = Env::new().await;
     let media = MediaServer::start().await;
     let id = env.submit(&media.url("/media/10/1/cancel")).await;
-    clipstash_core::db::delete_job(&env.db.pool, id).await.unwrap();
+    clipstash_core::db::delete_job(&env.db.pool, id)
+        .await
+        .unwrap();
     let witness = env.submit(&media.url("/media/10/1/after")).await;
     let worker = env.start_worker(env.settings()).await;
     assert_eq!(env.finished(witness, LIMIT).await.status, "succeeded");
@@ -158,7 +196,10 @@ async fn shutdown_hands_unfinished_jobs_back_and_deregisters() {
     let slow = "/slow/4000000/2/100/handback";
     let id = env.submit(&media.url(slow)).await;
     let first = env.start_worker(env.settings()).await;
-    wait_for("the download to start", LIMIT, || async { (media.hits(slow) == 1).then_some(()) }).await;
+    wait_for("the download to start", LIMIT, || async {
+        (media.hits(slow) == 1).then_some(())
+    })
+    .await;
     let name = first.name.clone();
     first.shutdown().await;
 
@@ -166,14 +207,23 @@ async fn shutdown_hands_unfinished_jobs_back_and_deregisters() {
     let stats = env.producer.stats().await.unwrap();
     assert_eq!((stats.pending, stats.running), (1, 0), "{stats:?}");
     let mut conn = env.queue.conn().await;
-    let workers: Vec<String> = redis::cmd("ZRANGE").arg(format!("{}:workers", env.queue.name)).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+    let workers: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}:workers", env.queue.name))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(!workers.iter().any(|w| w.starts_with(&name)), "{workers:?}");
     assert_eq!(env.job(id).await.status, "running");
 
     let second = env.start_worker(env.settings()).await;
     let job = env.finished(id, LIMIT).await;
     assert_eq!(job.status, "succeeded");
-    assert_eq!(job.sha256.as_deref(), Some(media_sha256(4_000_000, 2).as_str()));
+    assert_eq!(
+        job.sha256.as_deref(),
+        Some(media_sha256(4_000_000, 2).as_str())
+    );
     assert_eq!(job.attempts, 2);
     assert_eq!(env.usage().await, (4_000_000, 1));
     second.shutdown().await;
@@ -184,6 +234,44 @@ async fn conflicting_settings_stop_start_up_with_a_message_naming_them() {
     let env = Env::new().await;
     let mut settings = env.settings();
     settings.shutdown_grace = Duration::from_secs(10);
-    let err = clipstash_worker::Worker::build(settings).await.err().expect("refused").to_string();
-    assert!(err.contains("CLIPSTASH_SHUTDOWN_GRACE") && err.contains("CLIPSTASH_HEARTBEAT_INTERVAL"), "{err}");
+    let err = clipstash_worker::Worker::build(settings)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("CLIPSTASH_SHUTDOWN_GRACE") && err.contains("CLIPSTASH_HEARTBEAT_INTERVAL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_cancelled_while_waiting_to_retry_stays_cancelled() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let mut settings = env.settings();
+    settings.retry_base = Duration::from_secs(2);
+    let worker = env.start_worker(settings).await;
+    let id = env.submit(&media.url("/status/503/backoff")).await;
+    wait_for("the job to wait for its retry", LIMIT, || async {
+        (env.job(id).await.status == "retrying").then_some(())
+    })
+    .await;
+    let outcome = clipstash_core::db::delete_job(&env.db.pool, id)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, clipstash_core::db::DeleteOutcome::Cancelled(_)),
+        "{outcome:?}"
+    );
+    // The backoff ends and the worker lets go of the job without another attempt.
+    wait_for("the worker to let go", LIMIT, || async {
+        let s = env.producer.stats().await.unwrap();
+        (s.running + s.pending + s.scheduled == 0).then_some(())
+    })
+    .await;
+    let job = env.job(id).await;
+    assert_eq!((job.status.as_str(), job.attempts), ("cancelled", 1));
+    assert_eq!(media.hits("/status/503/backoff"), 1);
+    worker.shutdown().await;
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
+use clipstash_core::DownloadJob;
 use clipstash_core::config::{GaugeArgs, NetworkArgs, StorageArgs};
 use clipstash_core::db::{self, JobRow};
 use clipstash_core::queue::Queue;
-use clipstash_core::DownloadJob;
-use clipstash_testkit::{free_port, wait_for, TestDb, TestQueue};
+use clipstash_testkit::{TestDb, TestQueue, free_port, wait_for};
 use clipstash_worker::{Settings, Worker};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -26,8 +26,14 @@ impl Env {
         let db = TestDb::new().await;
         let queue = TestQueue::new();
         let producer = Queue::connect(&queue.args()).await.unwrap();
-        let storage_dir = std::env::temp_dir().join(format!("cs-storage-{}", Uuid::new_v4().simple()));
-        Self { db, queue, producer, storage_dir }
+        let storage_dir =
+            std::env::temp_dir().join(format!("cs-storage-{}", Uuid::new_v4().simple()));
+        Self {
+            db,
+            queue,
+            producer,
+            storage_dir,
+        }
     }
 
     /// Worker settings with fast retries and timeouts for tests.
@@ -46,9 +52,17 @@ impl Env {
             shutdown_grace: Duration::from_millis(500),
             database: self.db.args(),
             redis: self.queue.args(),
-            storage: StorageArgs { storage_dir: self.storage_dir.clone(), storage_quota_bytes: 0 },
-            gauges: GaugeArgs { storage_refresh: Duration::from_secs(60), queue_refresh: Duration::from_secs(1) },
-            network: NetworkArgs { allow_private_networks: true },
+            storage: StorageArgs {
+                storage_dir: self.storage_dir.clone(),
+                storage_quota_bytes: 0,
+            },
+            gauges: GaugeArgs {
+                storage_refresh: Duration::from_secs(60),
+                queue_refresh: Duration::from_secs(1),
+            },
+            network: NetworkArgs {
+                allow_private_networks: true,
+            },
         }
     }
 
@@ -63,13 +77,22 @@ impl Env {
     /// Records a job and enqueues it, as the API does.
     pub async fn submit(&self, url: &str) -> Uuid {
         let id = Uuid::now_v7();
-        let row = db::insert_job(&self.db.pool, id, url, "direct").await.unwrap();
+        let row = db::insert_job(&self.db.pool, id, url, "direct")
+            .await
+            .unwrap();
         self.push(id, url, row.created_at).await;
         id
     }
 
     pub async fn push(&self, id: Uuid, url: &str, enqueued_at: chrono::DateTime<Utc>) {
-        self.producer.push(&DownloadJob { job_id: id, url: url.into(), enqueued_at }).await.unwrap();
+        self.producer
+            .push(&DownloadJob {
+                job_id: id,
+                url: url.into(),
+                enqueued_at,
+            })
+            .await
+            .unwrap();
     }
 
     pub async fn job(&self, id: Uuid) -> JobRow {
@@ -99,7 +122,11 @@ impl Env {
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
             for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 let p = e.path();
-                if p.is_dir() { walk(&p, out) } else { out.push(p) }
+                if p.is_dir() {
+                    walk(&p, out)
+                } else {
+                    out.push(p)
+                }
             }
         }
         let mut out = Vec::new();
@@ -123,6 +150,10 @@ pub struct RunningWorker {
 impl RunningWorker {
     pub async fn shutdown(self) {
         self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("worker stops").unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap();
     }
 }
