@@ -1,15 +1,11 @@
 use clap::Parser;
 use clipstash_api::{Application, Cli, Command};
-use clipstash_core::runtime::{cancel_on_signal, migrate_command};
+use clipstash_core::runtime::{cancel_on_signal, init_tracing, migrate_command};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_tracing();
     match Cli::parse().command {
         Command::Migrate(db) => migrate_command(&db).await,
         Command::Serve(settings) => {

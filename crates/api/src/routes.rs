@@ -131,11 +131,12 @@ pub async fn create_download(
     };
     if let Err(e) = state.queue.push(&task).await {
         // Not enqueued: record that on the job rather than leave it queued forever.
-        if let Err(db_err) = db::fail_job(
+        if let Err(db_err) = db::record_failure(
             &state.pool,
             id,
             ErrorCode::QueueUnavailable,
             "could not be enqueued",
+            false,
         )
         .await
         {

@@ -103,26 +103,6 @@ pub async fn list_jobs(
     .await
 }
 
-/// Marks a job failed from outside its attempt loop (it could not be enqueued, or its
-/// worker panicked).
-pub async fn fail_job(
-    pool: &PgPool,
-    id: Uuid,
-    code: ErrorCode,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', error_code = $2, error_message = $3, \
-         finished_at = now(), updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(code.as_str())
-    .bind(message)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// What a DELETE did to a job.
 #[derive(Debug)]
 pub enum DeleteOutcome {
@@ -276,20 +256,25 @@ pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Erro
     Ok(())
 }
 
-/// Records a failed attempt that will be retried.
-pub async fn mark_retrying(
-    conn: &mut PgConnection,
+/// Records a failed attempt: `retrying` when another attempt follows, else the job's final
+/// failure. Takes any executor: the job's locked connection, or the pool from outside the
+/// attempt loop (a failed enqueue, a panic).
+pub async fn record_failure<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     id: Uuid,
     code: ErrorCode,
     message: &str,
+    will_retry: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE jobs SET status = 'retrying', error_code = $2, error_message = $3, updated_at = now() WHERE id = $1",
+        "UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
+         finished_at = CASE WHEN $4 = 'failed' THEN now() ELSE finished_at END WHERE id = $1",
     )
     .bind(id)
     .bind(code.as_str())
     .bind(message)
-    .execute(conn)
+    .bind(if will_retry { "retrying" } else { "failed" })
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -304,25 +289,6 @@ pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<i3
     .bind(id)
     .fetch_optional(conn)
     .await
-}
-
-/// Records the final failure of a job.
-pub async fn mark_failed(
-    conn: &mut PgConnection,
-    id: Uuid,
-    code: ErrorCode,
-    message: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', error_code = $2, error_message = $3, finished_at = now(), \
-         updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(code.as_str())
-    .bind(message)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// A stored object's facts.

@@ -36,3 +36,13 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     tracing::info!("shutdown signal received");
     token.cancel();
 }
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

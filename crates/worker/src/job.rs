@@ -55,11 +55,12 @@ pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), 
                 ErrorCode::InternalError.error_type().as_str(),
             );
             // The lock connection was closed as the panic unwound; record the failure anew.
-            db::fail_job(
+            db::record_failure(
                 &ctx.pool,
                 id,
                 ErrorCode::InternalError,
                 "the worker failed unexpectedly",
+                false,
             )
             .await?;
             Ok(())
@@ -148,7 +149,7 @@ impl JobContext {
                 format!("gave up after {} deliveries", attempts - 1),
             );
             record_error(e.code.as_str(), e.code.error_type().as_str());
-            db::mark_failed(conn.get(), id, e.code, &e.message).await?;
+            db::record_failure(conn.get(), id, e.code, &e.message, false).await?;
             task.finish(TaskOutcome::Failed);
             conn.release().await?;
             return Ok(());
@@ -183,7 +184,7 @@ impl JobContext {
                     drop(download);
                     record_error(e.code.as_str(), e.code.error_type().as_str());
                     if e.code.is_transient() && attempts < self.max_attempts {
-                        db::mark_retrying(conn.get(), id, e.code, &e.message).await?;
+                        db::record_failure(conn.get(), id, e.code, &e.message, true).await?;
                         task.finish(TaskOutcome::Retried);
                         let delay = self.backoff(attempts);
                         tracing::info!(%id, attempt = attempts, code = %e.code, ?delay, "retrying");
@@ -202,7 +203,7 @@ impl JobContext {
                             }
                         }
                     } else {
-                        db::mark_failed(conn.get(), id, e.code, &e.message).await?;
+                        db::record_failure(conn.get(), id, e.code, &e.message, false).await?;
                         task.finish(TaskOutcome::Failed);
                         tracing::info!(%id, attempt = attempts, code = %e.code, "failed");
                         break;
