@@ -494,3 +494,34 @@ async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
         ("failed".to_string(), Some("queue_unavailable".to_string()))
     );
 }
+
+#[tokio::test]
+async fn metrics_move_to_their_own_listener_when_configured() {
+    let db = TestDb::new().await;
+    let queue = TestQueue::new();
+    let dir = std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
+    let mut s = settings(&db, queue.args(), &dir);
+    s.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = Application::build(s).await.unwrap();
+    let (api, metrics) = (app.addr(), app.metrics_addr());
+    assert_ne!(api, metrics);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("app_info{"));
+    let r = client
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "not exposed on the public listener");
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -361,6 +361,14 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
         .unwrap();
     assert_eq!(storage["providers"][0]["bytes_used"], 3_000_000);
     assert_eq!(storage["providers"][0]["file_count"], 1);
+
+    // SIGTERM: the survivor stops cleanly, well within its grace period.
+    let (survivor, _) = stack.workers.last_mut().unwrap();
+    assert!(
+        survivor.terminate(Duration::from_secs(10)).await,
+        "{}",
+        survivor.log_text()
+    );
 }
 
 #[tokio::test]
@@ -628,4 +636,42 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
         .query(r#"ALERTS{alertname="ClipstashNoLiveWorkers"}"#)
         .await;
     assert!(firing.is_empty(), "{firing:?}");
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn worker_memory_stays_flat_whatever_the_file_size() {
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    stack.start_api().await;
+    stack.start_worker(1).await;
+    let pid = stack.workers[0].0.child.id().unwrap();
+    let size = 300 * 1024 * 1024;
+    let id = stack
+        .submit(&media.url(&format!("/media/{size}/3/big")))
+        .await;
+    let job = stack.finished(&id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["sha256"], media_sha256(size, 3).as_str());
+    // Upload parts are 8 MiB with two in flight: the peak is tens of MiB, not the file's 300.
+    let peak = peak_rss(pid);
+    assert!(
+        peak < 100 * 1024 * 1024,
+        "peak RSS {} MiB for a 300 MiB file",
+        peak >> 20
+    );
 }

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use clipstash_testkit::{MediaServer, media_sha256, wait_for};
+use clipstash_worker::Settings;
 use common::Env;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -274,4 +275,47 @@ async fn a_job_cancelled_while_waiting_to_retry_stays_cancelled() {
     assert_eq!((job.status.as_str(), job.attempts), ("cancelled", 1));
     assert_eq!(media.hits("/status/503/backoff"), 1);
     worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_busy_worker_does_not_hoard_jobs_other_workers_could_run() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let mut settings = env.settings();
+    settings.concurrency = 2;
+    let first = env.start_worker(settings.clone()).await;
+    // Eight downloads of about 2 s each.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            env.submit(&media.url(&format!("/slow/1300000/{i}/100/hoard{i}")))
+                .await,
+        );
+    }
+    let running = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'running'")
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    wait_for("the first worker to be busy", LIMIT, || async {
+        (running().await == 2).then_some(())
+    })
+    .await;
+    // It holds at most one fetched batch beyond what it runs (batch size = concurrency)...
+    let stats = env.producer.stats().await.unwrap();
+    assert!(stats.running <= 4, "{stats:?}");
+    assert!(stats.pending >= 4, "{stats:?}");
+    // ...so a second worker finds work at once instead of waiting for the first to finish.
+    let second = env.start_worker(Settings { metrics_listen: env.settings().metrics_listen, ..settings }).await;
+    wait_for("both workers busy", LIMIT, || async {
+        (running().await == 4).then_some(())
+    })
+    .await;
+    for id in ids {
+        assert_eq!(env.finished(id, LIMIT).await.status, "succeeded");
+    }
+    first.shutdown().await;
+    second.shutdown().await;
 }
