@@ -99,3 +99,8 @@ test: services
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark the job path with release binaries (figures next to same-run baselines; docs/BENCHMARKS.md)
+bench *ARGS: services
+    cargo build --release --workspace --bins
+    {{CARGO_TARGET_DIR}}/release/clipstash-bench {{ARGS}}

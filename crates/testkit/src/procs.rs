@@ -9,8 +9,14 @@ use tokio::process::{Child, Command};
 /// Path of a workspace binary, next to the running test's target folder.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let path = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
+    // A test runs from target/<profile>/deps/, a binary (the bench) from target/<profile>/.
+    let dir = exe.parent().unwrap();
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
+    let path = dir.join(name);
     assert!(
         path.exists(),
         "{} not built: run `cargo build --workspace --bins` (just test does)",

@@ -308,7 +308,12 @@ async fn a_busy_worker_does_not_hoard_jobs_other_workers_could_run() {
     assert!(stats.running <= 4, "{stats:?}");
     assert!(stats.pending >= 4, "{stats:?}");
     // ...so a second worker finds work at once instead of waiting for the first to finish.
-    let second = env.start_worker(Settings { metrics_listen: env.settings().metrics_listen, ..settings }).await;
+    let second = env
+        .start_worker(Settings {
+            metrics_listen: env.settings().metrics_listen,
+            ..settings
+        })
+        .await;
     wait_for("both workers busy", LIMIT, || async {
         (running().await == 4).then_some(())
     })
