@@ -8,7 +8,7 @@ pub mod routes;
 use std::net::{SocketAddr, TcpListener};
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use clipstash_core::config::{DatabaseArgs, GaugeArgs, NetworkArgs, RedisArgs, StorageArgs};
@@ -156,7 +156,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(middleware::track_http));
             let app = app.configure(routes_config);
             let app = if serve_metrics_on_api {
-                app.configure(metrics_config(api_exporter.clone()))
+                app.configure(metrics_core::http::configure(api_exporter.clone()))
             } else {
                 app
             };
@@ -171,11 +171,13 @@ impl Application {
             Some(l) => {
                 let ex = exporter.clone();
                 Some(
-                    HttpServer::new(move || App::new().configure(metrics_config(ex.clone())))
-                        .workers(1)
-                        .disable_signals()
-                        .listen(l)?
-                        .run(),
+                    HttpServer::new(move || {
+                        App::new().configure(metrics_core::http::configure(ex.clone()))
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .listen(l)?
+                    .run(),
                 )
             }
             None => None,
@@ -257,21 +259,4 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(routes::healthz))
     .route("/readyz", web::get().to(routes::readyz));
-}
-
-fn metrics_config(exporter: Exporter) -> impl Fn(&mut web::ServiceConfig) {
-    move |cfg| {
-        let ex = exporter.clone();
-        cfg.route(
-            "/metrics",
-            web::get().to(move || {
-                let body = ex.render();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4; charset=utf-8")
-                        .body(body)
-                }
-            }),
-        );
-    }
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use clipstash_testkit::procs::{Proc, wait_healthy};
+use clipstash_testkit::procs::{Proc, peak_rss, wait_healthy};
 use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -241,15 +241,4 @@ async fn load(
     let elapsed = start.elapsed();
     latencies.sort();
     Load { elapsed, latencies }
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }

@@ -7,6 +7,8 @@
 
 pub mod catalogue;
 pub mod exporter;
+#[cfg(feature = "actix")]
+pub mod http;
 pub mod process;
 pub mod trackers;
 

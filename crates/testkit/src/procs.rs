@@ -86,3 +86,15 @@ pub async fn wait_healthy(proc: &Proc, url: &str) {
     }
     panic!("{url} never became healthy; log:\n{}", proc.log_text());
 }
+
+/// Peak resident memory of a process (VmHWM from /proc), in bytes; 0 when unreadable.
+pub fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -175,17 +175,7 @@ impl Worker {
         let metrics_server = HttpServer::new(move || {
             let ex = ex.clone();
             App::new()
-                .route(
-                    "/metrics",
-                    web::get().to(move || {
-                        let body = ex.render();
-                        async move {
-                            HttpResponse::Ok()
-                                .content_type("text/plain; version=0.0.4; charset=utf-8")
-                                .body(body)
-                        }
-                    }),
-                )
+                .configure(metrics_core::http::configure(ex.clone()))
                 .route(
                     "/healthz",
                     web::get().to(|| async {

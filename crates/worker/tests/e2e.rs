@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clipstash_testkit::procs::{Proc, wait_healthy};
+use clipstash_testkit::procs::{Proc, peak_rss, wait_healthy};
 use clipstash_testkit::prom::{self, promtool_check_metrics};
 use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port, media_sha256, wait_for};
 use serde_json::{Value, json};
@@ -639,19 +639,6 @@ async fn prometheus_scrapes_every_target_and_every_panel_and_alert_evaluates() {
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
-}
 
 #[tokio::test]
 async fn worker_memory_stays_flat_whatever_the_file_size() {
