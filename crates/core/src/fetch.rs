@@ -244,32 +244,25 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert_eq!(
-            classify_status(StatusCode::NOT_FOUND).code,
-            ErrorCode::SourceNotFound
-        );
-        assert_eq!(
-            classify_status(StatusCode::GONE).code,
-            ErrorCode::SourceNotFound
-        );
-        assert_eq!(
-            classify_status(StatusCode::FORBIDDEN).code,
-            ErrorCode::SourceClientError
-        );
-        assert_eq!(
-            classify_status(StatusCode::TOO_MANY_REQUESTS).code,
-            ErrorCode::SourceRateLimited
-        );
-        assert_eq!(
-            classify_status(StatusCode::BAD_GATEWAY).code,
-            ErrorCode::SourceServerError
-        );
-        assert!(
-            classify_status(StatusCode::SERVICE_UNAVAILABLE)
-                .code
-                .is_transient()
-        );
-        assert!(!classify_status(StatusCode::NOT_FOUND).code.is_transient());
+        for (status, code, transient) in [
+            (StatusCode::NOT_FOUND, ErrorCode::SourceNotFound, false),
+            (StatusCode::GONE, ErrorCode::SourceNotFound, false),
+            (StatusCode::FORBIDDEN, ErrorCode::SourceClientError, false),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::SourceRateLimited,
+                true,
+            ),
+            (StatusCode::BAD_GATEWAY, ErrorCode::SourceServerError, true),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::SourceServerError,
+                true,
+            ),
+        ] {
+            let got = classify_status(status).code;
+            assert_eq!((got, got.is_transient()), (code, transient), "{status}");
+        }
     }
 
     #[test]

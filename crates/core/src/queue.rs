@@ -79,10 +79,6 @@ impl Queue {
             .with_config(self.config.clone().batch_size(batch_size.max(1)))
     }
 
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
     /// Enqueues one job: one `EVALSHA` round trip.
     pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
         // Clones share the connection; push needs `&mut`.

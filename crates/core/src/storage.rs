@@ -91,11 +91,6 @@ impl Storage {
         ))
     }
 
-    /// Reads a whole object (tests and small checks only).
-    pub async fn read(&self, key: &str) -> object_store::Result<bytes::Bytes> {
-        self.store.get(&Path::from(key)).await?.bytes().await
-    }
-
     /// Deletes an object; a missing one is not an error (deletes are retried).
     pub async fn delete(&self, key: &str) -> object_store::Result<()> {
         match self.store.delete(&Path::from(key)).await {
