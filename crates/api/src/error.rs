@@ -4,65 +4,75 @@
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use clipstash_core::ErrorCode;
+use clipstash_domain::ErrorCode;
 use serde::Serialize;
 
-/// An error answered to the client.
-#[derive(thiserror::Error)]
-pub enum ApiError {
-    /// The client's fault: a 4xx with a message saying what was wrong.
-    #[error("{message}")]
-    Client {
-        status: StatusCode,
-        code: ErrorCode,
-        message: String,
-    },
-    /// A dependency failed: a 5xx whose body leaks nothing; the cause is logged.
-    #[error("{code}")]
-    Unavailable {
-        code: ErrorCode,
-        #[source]
-        source: anyhow::Error,
-    },
-    #[error("internal error")]
-    Unexpected(#[from] anyhow::Error),
+/// An error answered to the client. Its HTTP status comes from its code
+/// ([`ErrorCode::http_status`]); a 5xx body leaks nothing, its cause is logged.
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    source: Option<anyhow::Error>,
 }
 
 impl std::fmt::Debug for ApiError {
     // Prints the whole cause chain in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApiError::Client { code, message, .. } => write!(f, "{code}: {message}"),
-            ApiError::Unavailable { code, source } => write!(f, "{code}: {source:?}"),
-            ApiError::Unexpected(e) => write!(f, "{e:?}"),
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source:?}")?;
         }
+        Ok(())
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl ApiError {
-    pub fn client(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError::Client {
-            status,
+    /// A client error: `message` says what was wrong and is shown as is.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
             code,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A dependency failed: answered with `code`'s status and a message that leaks nothing.
+    pub fn dependency(code: ErrorCode, source: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code,
+            message: "a backing service is unavailable, try again later".into(),
+            source: Some(source.into()),
         }
     }
 
     pub fn database(e: impl Into<anyhow::Error>) -> Self {
-        ApiError::Unavailable {
-            code: ErrorCode::DatabaseUnavailable,
-            source: e.into(),
-        }
+        Self::dependency(ErrorCode::DatabaseUnavailable, e)
     }
 
     pub fn code(&self) -> ErrorCode {
-        match self {
-            ApiError::Client { code, .. } | ApiError::Unavailable { code, .. } => *code,
-            ApiError::Unexpected(_) => ErrorCode::InternalError,
+        self.code
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self {
+            code: ErrorCode::InternalError,
+            message: "internal error".into(),
+            source: Some(e),
         }
     }
 }
 
+/// The JSON body of every error: `{"error": {"code", "message"}}`.
 #[derive(Serialize)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
@@ -76,28 +86,19 @@ pub struct ErrorDetail<'a> {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::Client { status, .. } => *status,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let code = self.code();
-        metrics_core::record_error(code.as_str(), code.error_type().as_str());
-        let message = match self {
-            ApiError::Client { message, .. } => message.as_str(),
-            ApiError::Unavailable { .. } => "a backing service is unavailable, try again later",
-            ApiError::Unexpected(_) => "internal error",
-        };
-        if !matches!(self, ApiError::Client { .. }) {
+        self.code.record();
+        let status = self.status_code();
+        if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        HttpResponse::build(status).json(ErrorBody {
             error: ErrorDetail {
-                code: code.as_str(),
-                message,
+                code: self.code.as_str(),
+                message: &self.message,
             },
         })
     }
@@ -107,8 +108,7 @@ impl ResponseError for ApiError {
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match &err {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
-            ApiError::client(
-                StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
                     "request body is larger than {} bytes",
@@ -116,44 +116,25 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
                 ),
             )
         }
-        JsonPayloadError::ContentType => ApiError::client(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonPayloadError::ContentType => ApiError::new(
             ErrorCode::UnsupportedMediaType,
             "Content-Type must be application/json",
         ),
-        JsonPayloadError::Deserialize(de) if de.is_data() => ApiError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::InvalidRequest,
-            de.to_string(),
-        ),
-        JsonPayloadError::Deserialize(de) => ApiError::client(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidJson,
-            format!("malformed JSON: {de}"),
-        ),
-        other => ApiError::client(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidJson,
-            other.to_string(),
-        ),
+        JsonPayloadError::Deserialize(de) if de.is_data() => {
+            ApiError::new(ErrorCode::InvalidRequest, de.to_string())
+        }
+        JsonPayloadError::Deserialize(de) => {
+            ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {de}"))
+        }
+        other => ApiError::new(ErrorCode::InvalidJson, other.to_string()),
     };
     e.into()
 }
 
 pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::client(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidQuery,
-        format!("bad query string: {err}"),
-    )
-    .into()
+    ApiError::new(ErrorCode::InvalidQuery, format!("bad query string: {err}")).into()
 }
 
 pub fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::client(
-        StatusCode::BAD_REQUEST,
-        ErrorCode::InvalidRequest,
-        format!("bad path: {err}"),
-    )
-    .into()
+    ApiError::new(ErrorCode::InvalidId, format!("bad path: {err}")).into()
 }

@@ -1,6 +1,8 @@
+use anyhow::Context;
 use clap::Parser;
 use clipstash_api::{Application, Cli, Command};
-use clipstash_core::runtime::{cancel_on_signal, init_tracing, migrate_command};
+use clipstash_runtime::{cancel_on_signal, init_tracing, migrate_command};
+use metrics_core::{Component, Exporter};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -9,7 +11,9 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Migrate(db) => migrate_command(&db).await,
         Command::Serve(settings) => {
-            let app = Application::build(*settings).await?;
+            let exporter =
+                Exporter::install(Component::Api).context("installing the metrics recorder")?;
+            let app = Application::build(*settings, exporter).await?;
             tracing::info!(api = %app.addr(), metrics = %app.metrics_addr(), "clipstash-api listening");
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));

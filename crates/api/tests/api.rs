@@ -3,9 +3,11 @@
 use std::time::Duration;
 
 use clipstash_api::{Application, Settings};
-use clipstash_core::config::{GaugeArgs, NetworkArgs, RedisArgs, StorageArgs};
-use clipstash_core::queue::Queue;
-use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port, media_sha256, wait_for};
+use clipstash_queue::{Queue, RedisArgs};
+use clipstash_testkit::{
+    MediaServer, TestDb, TestQueue, free_port, media_sha256, settings as test_settings, wait_for,
+};
+use metrics_core::{Component, Exporter};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -25,25 +27,20 @@ impl Drop for TestApp {
     }
 }
 
-fn settings(db: &TestDb, redis: RedisArgs, storage_dir: &std::path::Path) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        metrics_listen: None,
-        http_workers: Some(2),
-        database: db.args(),
-        redis,
-        storage: StorageArgs {
-            storage_dir: storage_dir.to_path_buf(),
-            storage_quota_bytes: 0,
-        },
-        gauges: GaugeArgs {
-            storage_refresh: Duration::from_secs(60),
-            queue_refresh: Duration::from_secs(15),
-        },
-        network: NetworkArgs {
-            allow_private_networks: true,
-        },
-    }
+fn settings(
+    db: &TestDb,
+    queue: &TestQueue,
+    redis: RedisArgs,
+    storage_dir: &std::path::Path,
+) -> Settings {
+    let mut common = test_settings::common(db, queue, storage_dir);
+    common.redis = redis;
+    test_settings::api(common)
+}
+
+/// Builds an API whose metrics go to a recorder of its own.
+async fn build(settings: Settings) -> anyhow::Result<Application> {
+    Application::build(settings, Exporter::detached(Component::Api)).await
 }
 
 async fn spawn_app_with(redis: Option<RedisArgs>) -> TestApp {
@@ -51,13 +48,10 @@ async fn spawn_app_with(redis: Option<RedisArgs>) -> TestApp {
     let queue = TestQueue::new();
     let storage_dir =
         std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
-    let app = Application::build(settings(
-        &db,
-        redis.unwrap_or_else(|| queue.args()),
-        &storage_dir,
-    ))
-    .await
-    .unwrap();
+    let redis = redis.unwrap_or_else(|| queue.args());
+    let app = build(settings(&db, &queue, redis, &storage_dir))
+        .await
+        .unwrap();
     let base = format!("http://{}", app.addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
@@ -341,35 +335,15 @@ async fn cancelling_is_idempotent_and_running_jobs_are_refused() {
 async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     let app = spawn_app().await;
     let media = MediaServer::start().await;
-    let worker_settings = clipstash_worker::Settings {
-        metrics_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        concurrency: 2,
-        worker_name: "api-test".into(),
-        poll_interval: Duration::from_millis(20),
-        max_retries: 3,
-        retry_base: Duration::from_millis(10),
-        attempt_timeout: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-        max_file_bytes: 1 << 30,
-        shutdown_grace: Duration::from_secs(1),
-        database: app.db.args(),
-        redis: app.queue.args(),
-        storage: StorageArgs {
-            storage_dir: app.storage_dir.clone(),
-            storage_quota_bytes: 0,
-        },
-        gauges: GaugeArgs {
-            storage_refresh: Duration::from_secs(60),
-            queue_refresh: Duration::from_secs(15),
-        },
-        network: NetworkArgs {
-            allow_private_networks: true,
-        },
-    };
-    let worker = clipstash_worker::Worker::build(worker_settings)
-        .await
-        .unwrap();
+    let worker_settings =
+        test_settings::worker(test_settings::common(&app.db, &app.queue, &app.storage_dir));
+    let worker = clipstash_worker::Worker::build(
+        worker_settings,
+        Exporter::detached(Component::Worker),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
     let stop = CancellationToken::new();
     let worker_task = tokio::spawn(worker.run(stop.clone()));
 
@@ -437,7 +411,12 @@ impl OwnRedis {
         let url = format!("redis://127.0.0.1:{port}");
         wait_for("own redis", Duration::from_secs(10), || {
             let url = url.clone();
-            async move { clipstash_core::queue::connect(&url).await.ok().map(|_| ()) }
+            async move {
+                clipstash_queue::connect(&url.clone().into())
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
         })
         .await;
         Self { port, child }
@@ -456,7 +435,7 @@ async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
     let mut redis = OwnRedis::start().await;
     let queue = TestQueue::new();
     let args = RedisArgs {
-        redis_url: format!("redis://127.0.0.1:{}", redis.port),
+        redis_url: format!("redis://127.0.0.1:{}", redis.port).into(),
         ..queue.args()
     };
     let app = spawn_app_with(Some(args)).await;
@@ -500,9 +479,9 @@ async fn metrics_move_to_their_own_listener_when_configured() {
     let db = TestDb::new().await;
     let queue = TestQueue::new();
     let dir = std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
-    let mut s = settings(&db, queue.args(), &dir);
+    let mut s = settings(&db, &queue, queue.args(), &dir);
     s.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let app = Application::build(s).await.unwrap();
+    let app = build(s).await.unwrap();
     let (api, metrics) = (app.addr(), app.metrics_addr());
     assert_ne!(api, metrics);
     let shutdown = CancellationToken::new();

@@ -1,49 +1,58 @@
 //! The per-process Prometheus recorder and its text rendering.
+//!
+//! Installing a recorder is process-global, so it is the binary's decision, never a
+//! library's: `main` calls [`Exporter::install`]; a test that runs an API and a worker in one
+//! process gives each an [`Exporter::detached`] one, so neither's `/metrics` shows the
+//! other's series.
 
-use std::sync::Mutex;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::{self, Component};
-use crate::process;
 
-static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-
-/// Handle to this process's metrics: renders `/metrics` and keeps histograms trimmed.
+/// Handle to a process's metrics: renders `/metrics` and keeps histograms trimmed.
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
 }
 
 impl Exporter {
-    /// Installs the global recorder (once per process; later calls share the first one),
-    /// describes the catalogue and sets `app_info`.
+    /// Installs this process's global recorder (binaries call this once, from `main`),
+    /// describes the catalogue, sets `app_info` and starts collecting `process_*`.
     pub fn install(component: Component) -> Result<Self, BuildError> {
-        let handle = {
-            let mut slot = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.as_ref() {
-                Some(h) => h.clone(),
-                None => slot
-                    .insert(catalogue::prometheus_builder().install_recorder()?)
-                    .clone(),
-            }
-        };
-        catalogue::describe_all();
-        catalogue::record_app_info(component);
+        let recorder = catalogue::prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder)?;
+        Self::announce(component);
         Ok(Self { handle })
     }
 
-    /// The Prometheus text exposition: the catalogue's metrics plus this process's own.
-    pub fn render(&self) -> String {
-        let mut out = self.handle.render();
-        process::render_into(&mut out);
-        out
+    /// A recorder that is not installed: `/metrics` shows the catalogue's descriptions and
+    /// `app_info`, and nothing recorded elsewhere in the process reaches it.
+    pub fn detached(component: Component) -> Self {
+        let recorder = catalogue::prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || Self::announce(component));
+        Self { handle }
     }
 
-    /// Runs the recorder's upkeep every 5 s until `shutdown` fires; `install_recorder`
-    /// does not, and without it histogram buffers grow between scrapes.
+    fn announce(component: Component) {
+        catalogue::describe_all();
+        catalogue::record_app_info(component);
+        process_collector().describe();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        process_collector().collect();
+        self.handle.render()
+    }
+
+    /// Runs the recorder's upkeep every 5 s until `shutdown` fires; without it histogram
+    /// buffers grow between scrapes.
     pub fn spawn_upkeep(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let handle = self.handle.clone();
         tokio::spawn(async move {
@@ -56,4 +65,14 @@ impl Exporter {
             }
         })
     }
+}
+
+/// The standard `process_*` set (CPU seconds, resident and virtual memory, open and max fds,
+/// threads, start time) from `metrics-process`, read at each scrape. It records through the
+/// global recorder, so only an installed exporter shows it. CPU seconds are a counter of
+/// whole seconds (the facade has no float counter): exact enough for `rate()` over minutes.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: LazyLock<metrics_process::Collector> =
+        LazyLock::new(metrics_process::Collector::default);
+    &COLLECTOR
 }

@@ -3,15 +3,12 @@
 //! failure, so `?`, early returns, timeouts, cancellation and panics are all counted.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::time::Instant;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Label, SharedString, counter, gauge, histogram};
 
 use crate::catalogue::*;
-
-const SUCCESS: &str = "success";
-const FAILED: &str = "failed";
-const RETRIED: &str = "retried";
 
 /// Counts one error in `errors_total{error_code, error_type}`; both come from closed enums.
 pub fn record_error(error_code: &'static str, error_type: &'static str) {
@@ -19,113 +16,13 @@ pub fn record_error(error_code: &'static str, error_type: &'static str) {
 }
 
 /// Records the enqueue-to-first-start latency of a task in `task_queue_wait_seconds`.
-pub fn record_queue_wait(task_name: &'static str, seconds: f64) {
-    histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => task_name).record(seconds.max(0.0));
+pub fn record_queue_wait(task: Task, seconds: f64) {
+    histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => task.as_str()).record(seconds.max(0.0));
 }
 
-/// Tracks one download attempt: `downloads_in_progress`, `download_duration_seconds`,
-/// `downloads_total{status, provider}`.
-#[must_use = "the download is recorded when the tracker is dropped"]
-pub struct DownloadTracker {
-    provider: &'static str,
-    start: Instant,
-    ok: bool,
-}
-
-impl DownloadTracker {
-    pub fn start(provider: &'static str) -> Self {
-        gauge!(DOWNLOADS_IN_PROGRESS).increment(1.0);
-        Self {
-            provider,
-            start: Instant::now(),
-            ok: false,
-        }
-    }
-
-    /// Marks the download successful; without this, dropping records a failure.
-    pub fn success(mut self) {
-        self.ok = true;
-    }
-}
-
-impl Drop for DownloadTracker {
-    fn drop(&mut self) {
-        gauge!(DOWNLOADS_IN_PROGRESS).decrement(1.0);
-        histogram!(DOWNLOAD_DURATION_SECONDS).record(self.start.elapsed().as_secs_f64());
-        let status = if self.ok { SUCCESS } else { FAILED };
-        counter!(DOWNLOADS_TOTAL, "status" => status, "provider" => self.provider).increment(1);
-    }
-}
-
-/// Tracks one upload into storage: `storage_upload_duration_seconds{provider}` and
-/// `storage_uploads_total{provider, status}`.
-#[must_use = "the upload is recorded when the tracker is dropped"]
-pub struct UploadTracker {
-    provider: &'static str,
-    start: Instant,
-    ok: bool,
-}
-
-impl UploadTracker {
-    pub fn start(provider: &'static str) -> Self {
-        Self {
-            provider,
-            start: Instant::now(),
-            ok: false,
-        }
-    }
-
-    pub fn success(mut self) {
-        self.ok = true;
-    }
-}
-
-impl Drop for UploadTracker {
-    fn drop(&mut self) {
-        histogram!(STORAGE_UPLOAD_DURATION_SECONDS, "provider" => self.provider)
-            .record(self.start.elapsed().as_secs_f64());
-        let status = if self.ok { SUCCESS } else { FAILED };
-        counter!(STORAGE_UPLOADS_TOTAL, "provider" => self.provider, "status" => status)
-            .increment(1);
-    }
-}
-
-/// Tracks one call to the video source (`youtube_api_*{operation}`, names kept from the
-/// original so its dashboards work).
-#[must_use = "the call is recorded when the tracker is dropped"]
-pub struct SourceCallTracker {
-    operation: &'static str,
-    start: Instant,
-    ok: bool,
-}
-
-impl SourceCallTracker {
-    pub fn start(operation: &'static str) -> Self {
-        Self {
-            operation,
-            start: Instant::now(),
-            ok: false,
-        }
-    }
-
-    pub fn success(mut self) {
-        self.ok = true;
-    }
-}
-
-impl Drop for SourceCallTracker {
-    fn drop(&mut self) {
-        histogram!(YOUTUBE_API_DURATION_SECONDS, "operation" => self.operation)
-            .record(self.start.elapsed().as_secs_f64());
-        let status = if self.ok { SUCCESS } else { FAILED };
-        counter!(YOUTUBE_API_CALLS_TOTAL, "operation" => self.operation, "status" => status)
-            .increment(1);
-    }
-}
-
-/// Outcome of a task attempt.
+/// How an operation ended: the `status` label of its `*_total` counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskOutcome {
+pub enum Outcome {
     Success,
     /// Failed, will be tried again.
     Retried,
@@ -133,42 +30,155 @@ pub enum TaskOutcome {
     Failed,
 }
 
-/// Tracks one task attempt: `tasks_in_progress`, `task_duration_seconds`, `tasks_total`
-/// (Celery's `celery_tasks_total` / `celery_task_duration_seconds`).
-#[must_use = "the task is recorded when the tracker is dropped"]
-pub struct TaskTracker {
-    task_name: &'static str,
-    start: Instant,
-    outcome: TaskOutcome,
-}
-
-impl TaskTracker {
-    pub fn start(task_name: &'static str) -> Self {
-        gauge!(TASKS_IN_PROGRESS, "task_name" => task_name).increment(1.0);
-        Self {
-            task_name,
-            start: Instant::now(),
-            outcome: TaskOutcome::Failed,
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Retried => "retried",
+            Outcome::Failed => "failed",
         }
     }
+}
 
-    /// Sets the outcome recorded at drop; the default is `Failed`.
-    pub fn finish(mut self, outcome: TaskOutcome) {
-        self.outcome = outcome;
+/// The metrics one kind of tracked operation records into.
+#[derive(Debug)]
+pub struct Family {
+    /// Counter labelled `{label, status}`.
+    pub total: &'static str,
+    /// Histogram of the operation's seconds.
+    pub duration: &'static str,
+    /// Gauge of operations under way, if the family has one.
+    pub in_progress: Option<&'static str>,
+    /// Name of the label the tracked subject fills in.
+    pub label: &'static str,
+    /// Whether `duration` and `in_progress` carry the label too (the original's
+    /// `download_duration_seconds` and `downloads_in_progress` do not).
+    pub label_everywhere: bool,
+}
+
+/// `downloads_total{provider, status}`, `download_duration_seconds`, `downloads_in_progress`:
+/// `provider` is the video source.
+pub static DOWNLOADS: Family = Family {
+    total: DOWNLOADS_TOTAL,
+    duration: DOWNLOAD_DURATION_SECONDS,
+    in_progress: Some(DOWNLOADS_IN_PROGRESS),
+    label: "provider",
+    label_everywhere: false,
+};
+
+/// `storage_uploads_total{provider, status}`, `storage_upload_duration_seconds{provider}`:
+/// `provider` is the storage backend.
+pub static UPLOADS: Family = Family {
+    total: STORAGE_UPLOADS_TOTAL,
+    duration: STORAGE_UPLOAD_DURATION_SECONDS,
+    in_progress: None,
+    label: "provider",
+    label_everywhere: true,
+};
+
+/// `youtube_api_calls_total{operation, status}`, `youtube_api_duration_seconds{operation}`:
+/// names kept from the original so its dashboards work.
+pub static SOURCE_CALLS: Family = Family {
+    total: YOUTUBE_API_CALLS_TOTAL,
+    duration: YOUTUBE_API_DURATION_SECONDS,
+    in_progress: None,
+    label: "operation",
+    label_everywhere: true,
+};
+
+/// `tasks_total{task_name, status}`, `task_duration_seconds{task_name}`,
+/// `tasks_in_progress{task_name}`: Celery's task metrics.
+pub static TASKS: Family = Family {
+    total: TASKS_TOTAL,
+    duration: TASK_DURATION_SECONDS,
+    in_progress: Some(TASKS_IN_PROGRESS),
+    label: "task_name",
+    label_everywhere: true,
+};
+
+/// A subject whose operations are tracked: its type picks the metric family, so a video
+/// source can never be recorded as a storage provider or the other way round.
+pub trait Tracked {
+    const FAMILY: &'static Family;
+    /// The label value: from a closed enum or from configuration, never from user input.
+    fn label_value(&self) -> SharedString;
+}
+
+/// The one task type clipstash runs (the original's Celery task name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    ProcessDownload,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::ProcessDownload => TASK_PROCESS_DOWNLOAD,
+        }
     }
 }
 
-impl Drop for TaskTracker {
-    fn drop(&mut self) {
-        gauge!(TASKS_IN_PROGRESS, "task_name" => self.task_name).decrement(1.0);
-        histogram!(TASK_DURATION_SECONDS, "task_name" => self.task_name)
-            .record(self.start.elapsed().as_secs_f64());
-        let status = match self.outcome {
-            TaskOutcome::Success => SUCCESS,
-            TaskOutcome::Retried => RETRIED,
-            TaskOutcome::Failed => FAILED,
+impl Tracked for Task {
+    const FAMILY: &'static Family = &TASKS;
+    fn label_value(&self) -> SharedString {
+        self.as_str().into()
+    }
+}
+
+/// Tracks one operation of a [`Tracked`] subject from start to drop. Dropped without
+/// [`finish`](Tracker::finish) or [`success`](Tracker::success), it records a failure.
+#[must_use = "the operation is recorded when the tracker is dropped"]
+pub struct Tracker<T: Tracked> {
+    label: SharedString,
+    start: Instant,
+    outcome: Outcome,
+    _subject: PhantomData<fn(T)>,
+}
+
+impl<T: Tracked> Tracker<T> {
+    pub fn start(subject: &T) -> Self {
+        let tracker = Self {
+            label: subject.label_value(),
+            start: Instant::now(),
+            outcome: Outcome::Failed,
+            _subject: PhantomData,
         };
-        counter!(TASKS_TOTAL, "task_name" => self.task_name, "status" => status).increment(1);
+        if let Some(g) = T::FAMILY.in_progress {
+            gauge!(g, tracker.scoped_labels()).increment(1.0);
+        }
+        tracker
+    }
+
+    /// Sets the outcome recorded at drop.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
+
+    /// Shorthand for `finish(Outcome::Success)`.
+    pub fn success(self) {
+        self.finish(Outcome::Success)
+    }
+
+    /// Labels of the duration and in-progress metrics: the subject's label, if the family
+    /// puts it there.
+    fn scoped_labels(&self) -> Vec<Label> {
+        if T::FAMILY.label_everywhere {
+            vec![Label::new(T::FAMILY.label, self.label.clone())]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl<T: Tracked> Drop for Tracker<T> {
+    fn drop(&mut self) {
+        let f = T::FAMILY;
+        if let Some(g) = f.in_progress {
+            gauge!(g, self.scoped_labels()).decrement(1.0);
+        }
+        histogram!(f.duration, self.scoped_labels()).record(self.start.elapsed().as_secs_f64());
+        counter!(f.total, f.label => self.label.clone(), "status" => self.outcome.as_str())
+            .increment(1);
     }
 }
 
@@ -293,39 +303,65 @@ mod tests {
         handle.render()
     }
 
-    fn value(text: &str, series: &str) -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    /// The value of the one series `name` with exactly `labels` (in any order).
+    fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = text
+            .lines()
+            .filter_map(|l| {
+                let (series, v) = l.rsplit_once(' ')?;
+                let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+                let pairs: Vec<&str> = rest
+                    .trim_end_matches('}')
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let wanted: Vec<String> =
+                    labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                (n == name
+                    && pairs.len() == wanted.len()
+                    && wanted.iter().all(|w| pairs.contains(&w.as_str())))
+                .then(|| v.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name}{labels:?} in\n{text}");
+        found[0]
+    }
+
+    /// A video source, as the domain crate defines them.
+    struct Source(&'static str);
+    impl Tracked for Source {
+        const FAMILY: &'static Family = &DOWNLOADS;
+        fn label_value(&self) -> SharedString {
+            self.0.into()
+        }
+    }
+
+    /// A storage provider, named by configuration.
+    struct Provider(String);
+    impl Tracked for Provider {
+        const FAMILY: &'static Family = &UPLOADS;
+        fn label_value(&self) -> SharedString {
+            self.0.clone().into()
+        }
     }
 
     #[test]
     fn dropped_tracker_counts_as_failure() {
         let text = render_with(|| {
-            let ok = DownloadTracker::start("direct");
-            ok.success();
-            let _failed = DownloadTracker::start("direct");
+            Tracker::start(&Source("direct")).success();
+            let _failed = Tracker::start(&Source("direct"));
             // `_failed` is dropped at the end of scope without success(): a failure.
         });
+        let ok = [("provider", "direct"), ("status", "success")];
+        let failed = [("provider", "direct"), ("status", "failed")];
+        assert_eq!(value(&text, DOWNLOADS_TOTAL, &ok), 1.0);
+        assert_eq!(value(&text, DOWNLOADS_TOTAL, &failed), 1.0);
+        // The original's download gauge and histogram carry no label.
+        assert_eq!(value(&text, DOWNLOADS_IN_PROGRESS, &[]), 0.0);
+        assert_eq!(value(&text, "download_duration_seconds_count", &[]), 2.0);
         assert_eq!(
-            value(
-                &text,
-                r#"downloads_total{status="success",provider="direct"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"downloads_total{status="failed",provider="direct"}"#
-            ),
-            1.0
-        );
-        assert_eq!(value(&text, "downloads_in_progress"), 0.0);
-        assert_eq!(value(&text, "download_duration_seconds_count"), 2.0);
-        assert!(
-            text.contains(r#"download_duration_seconds_bucket{le="1800"} 2"#),
-            "{text}"
+            value(&text, "download_duration_seconds_bucket", &[("le", "1800")]),
+            2.0
         );
     }
 
@@ -333,36 +369,63 @@ mod tests {
     fn panic_inside_tracked_work_is_a_failure() {
         let text = render_with(|| {
             let r = std::panic::catch_unwind(|| {
-                let t = TaskTracker::start(TASK_PROCESS_DOWNLOAD);
+                let t = Tracker::start(&Task::ProcessDownload);
                 if t.start.elapsed().as_secs() < 1_000 {
                     panic!("boom");
                 }
-                t.finish(TaskOutcome::Success);
+                t.success();
             });
             assert!(r.is_err());
-            TaskTracker::start(TASK_PROCESS_DOWNLOAD).finish(TaskOutcome::Retried);
+            Tracker::start(&Task::ProcessDownload).finish(Outcome::Retried);
         });
+        let task = ("task_name", "process_download");
         assert_eq!(
-            value(
-                &text,
-                r#"tasks_total{task_name="process_download",status="failed"}"#
-            ),
+            value(&text, TASKS_TOTAL, &[task, ("status", "failed")]),
             1.0
         );
         assert_eq!(
-            value(
-                &text,
-                r#"tasks_total{task_name="process_download",status="retried"}"#
-            ),
+            value(&text, TASKS_TOTAL, &[task, ("status", "retried")]),
             1.0
         );
-        assert_eq!(
-            value(&text, r#"tasks_in_progress{task_name="process_download"}"#),
-            0.0
-        );
+        assert_eq!(value(&text, TASKS_IN_PROGRESS, &[task]), 0.0);
+        assert_eq!(value(&text, "task_duration_seconds_count", &[task]), 2.0);
         assert!(
             text.contains("# TYPE task_duration_seconds histogram"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn families_label_their_own_metrics_only() {
+        let text = render_with(|| {
+            Tracker::start(&Provider("s3-eu".into())).success();
+            drop(Tracker::start(&Provider("s3-eu".into())));
+            record_error("source_not_found", "permanent");
+        });
+        let p = ("provider", "s3-eu");
+        assert_eq!(
+            value(&text, STORAGE_UPLOADS_TOTAL, &[p, ("status", "success")]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, STORAGE_UPLOADS_TOTAL, &[p, ("status", "failed")]),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "storage_upload_duration_seconds_count", &[p]),
+            2.0
+        );
+        assert!(!text.contains(DOWNLOADS_TOTAL), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                ERRORS_TOTAL,
+                &[
+                    ("error_code", "source_not_found"),
+                    ("error_type", "permanent")
+                ]
+            ),
+            1.0
         );
     }
 
@@ -373,66 +436,17 @@ mod tests {
             HttpTracker::start("BREW").finish(None, 404);
             let _abandoned = HttpTracker::start("POST");
         });
-        assert_eq!(
+        let total = |m, e, s| {
             value(
                 &text,
-                r#"http_requests_total{method="GET",endpoint="/v1/downloads/{id}",status="200"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"http_requests_total{method="OTHER",endpoint="unmatched",status="404"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"http_requests_total{method="POST",endpoint="unmatched",status="499"}"#
-            ),
-            1.0
-        );
-        assert_eq!(value(&text, "http_requests_in_flight"), 0.0);
+                HTTP_REQUESTS_TOTAL,
+                &[("method", m), ("endpoint", e), ("status", s)],
+            )
+        };
+        assert_eq!(total("GET", "/v1/downloads/{id}", "200"), 1.0);
+        assert_eq!(total("OTHER", "unmatched", "404"), 1.0);
+        assert_eq!(total("POST", "unmatched", "499"), 1.0);
+        assert_eq!(value(&text, HTTP_REQUESTS_IN_FLIGHT, &[]), 0.0);
         assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
-    }
-
-    #[test]
-    fn upload_and_source_call_trackers_record_outcomes() {
-        let text = render_with(|| {
-            UploadTracker::start("local").success();
-            drop(UploadTracker::start("local"));
-            SourceCallTracker::start("download_video").success();
-            record_error("source_not_found", "permanent");
-        });
-        assert_eq!(
-            value(
-                &text,
-                r#"storage_uploads_total{provider="local",status="success"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"storage_uploads_total{provider="local",status="failed"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"youtube_api_calls_total{operation="download_video",status="success"}"#
-            ),
-            1.0
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"errors_total{error_code="source_not_found",error_type="permanent"}"#
-            ),
-            1.0
-        );
     }
 }

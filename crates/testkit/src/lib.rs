@@ -4,12 +4,13 @@
 pub mod media;
 pub mod procs;
 pub mod prom;
+pub mod settings;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use clipstash_core::config::{DatabaseArgs, RedisArgs};
-use clipstash_core::db;
+use clipstash_db::DatabaseArgs;
+use clipstash_queue::RedisArgs;
 use sqlx::PgPool;
 
 pub use media::{MediaServer, media_sha256};
@@ -45,14 +46,14 @@ impl TestDb {
         let mut url = url_with_db(&admin_url(), &name);
         url.push_str(if url.contains('?') { "&" } else { "?" });
         url.push_str("application_name=clipstash-test");
-        let pool = db::connect(&url, 8).await.unwrap();
-        db::migrate(&pool).await.unwrap();
+        let pool = clipstash_db::connect(&url.clone().into(), 8).await.unwrap();
+        clipstash_db::migrate(&pool).await.unwrap();
         Self { name, url, pool }
     }
 
     pub fn args(&self) -> DatabaseArgs {
         DatabaseArgs {
-            database_url: self.url.clone(),
+            database_url: self.url.clone().into(),
             db_max_connections: 8,
         }
     }
@@ -107,7 +108,7 @@ impl TestQueue {
     /// Queue settings with fast heartbeats so orphan recovery takes seconds in tests.
     pub fn args(&self) -> RedisArgs {
         RedisArgs {
-            redis_url: redis_url(),
+            redis_url: redis_url().into(),
             queue: self.name.clone(),
             heartbeat_interval: Duration::from_secs(1),
             missed_heartbeats: 3,
@@ -169,7 +170,8 @@ where
     }
 }
 
-/// A port the OS just handed out (for binaries that take an address, not a listener).
+/// A port the OS just handed out, for the real binaries, which take an address (in-process
+/// servers take a bound listener instead).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

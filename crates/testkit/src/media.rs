@@ -4,6 +4,9 @@
 //! - `/media/{bytes}/{seed}/{tag}`: 200 `video/mp4` with Content-Length
 //! - `/chunked/{bytes}/{seed}/{tag}`: 200 `video/mp4`, chunked, no length
 //! - `/slow/{bytes}/{seed}/{ms_per_64k}/{tag}`: like media, paced
+//! - `/held/{bytes}/{seed}/{gate}/{tag}`: like media, but after the first 64 KiB it trickles
+//!   one byte every 100 ms (never idle) until the test calls [`MediaServer::release`]`(gate)`:
+//!   a download that is still running for exactly as long as the test wants, no timer to race
 //! - `/status/{code}/{tag}`: that status
 //! - `/flaky/{fails}/{bytes}/{seed}/{tag}`: 500 for the first `fails` hits, then media
 //! - `/truncated/{bytes}/{seed}/{tag}`: announces `bytes`, sends half, closes
@@ -18,6 +21,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const BLOCK: usize = 64 * 1024;
 
@@ -44,10 +48,23 @@ pub fn media_sha256(len: u64, seed: u64) -> String {
     hex::encode(h.finalize())
 }
 
+type Gates = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+
 #[derive(Clone)]
 pub struct MediaServer {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, u64>>>,
+    gates: Gates,
+}
+
+/// The gate named `name`, created closed on first use.
+fn gate(gates: &Gates, name: &str) -> watch::Receiver<bool> {
+    gates
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_insert_with(|| watch::channel(false).0)
+        .subscribe()
 }
 
 impl MediaServer {
@@ -56,16 +73,26 @@ impl MediaServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(HashMap::new()));
-        let h = hits.clone();
+        let gates = Gates::default();
+        let (h, g) = (hits.clone(), gates.clone());
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let h = h.clone();
+                let (h, g) = (h.clone(), g.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, h).await;
+                    let _ = serve(sock, h, g).await;
                 });
             }
         });
-        Self { addr, hits }
+        Self { addr, hits, gates }
+    }
+
+    /// Opens gate `name`: every `/held/.../{name}/...` response, waiting or to come, sends
+    /// the rest of its body.
+    pub fn release(&self, name: &str) {
+        gate(&self.gates, name);
+        if let Some(tx) = self.gates.lock().unwrap().get(name) {
+            tx.send_replace(true);
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -78,7 +105,11 @@ impl MediaServer {
     }
 }
 
-async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::io::Result<()> {
+async fn serve(
+    sock: TcpStream,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
+    gates: Gates,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(sock);
     loop {
         let mut request_line = String::new();
@@ -111,14 +142,24 @@ async fn serve(sock: TcpStream, hits: Arc<Mutex<HashMap<String, u64>>>) -> std::
         };
         let sock = reader.get_mut();
         let keep_alive = match parts.first().copied() {
-            Some("media") => send_media(sock, num(1), num(2), None).await?,
+            Some("media") => send_media(sock, num(1), num(2), Pace::Full).await?,
+            Some("held") => {
+                let gate = gate(&gates, parts.get(3).copied().unwrap_or(""));
+                send_media(sock, num(1), num(2), Pace::Held(gate)).await?
+            }
             Some("slow") => {
-                send_media(sock, num(1), num(2), Some(Duration::from_millis(num(3)))).await?
+                send_media(
+                    sock,
+                    num(1),
+                    num(2),
+                    Pace::Slow(Duration::from_millis(num(3))),
+                )
+                .await?
             }
             Some("chunked") => send_chunked(sock, num(1), num(2)).await?,
             Some("status") => send_status(sock, num(1) as u16).await?,
             Some("flaky") if count <= num(1) => send_status(sock, 500).await?,
-            Some("flaky") => send_media(sock, num(2), num(3), None).await?,
+            Some("flaky") => send_media(sock, num(2), num(3), Pace::Full).await?,
             Some("truncated") => {
                 let len = num(1);
                 sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n").as_bytes()).await?;
@@ -166,11 +207,21 @@ async fn send_status(sock: &mut TcpStream, code: u16) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// How `send_media` spaces its 64 KiB blocks.
+enum Pace {
+    Full,
+    /// This long after each block.
+    Slow(Duration),
+    /// After the first block, one byte every 100 ms (so no idle timeout fires) until the
+    /// gate opens, then the rest at full speed.
+    Held(watch::Receiver<bool>),
+}
+
 async fn send_media(
     sock: &mut TcpStream,
     len: u64,
     seed: u64,
-    pace: Option<Duration>,
+    mut pace: Pace,
 ) -> std::io::Result<bool> {
     sock.write_all(
         format!("HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\n\r\n")
@@ -184,9 +235,25 @@ async fn send_media(
         fill(seed, off, &mut buf[..n]);
         sock.write_all(&buf[..n]).await?;
         off += n as u64;
-        if let Some(p) = pace {
-            sock.flush().await?;
-            tokio::time::sleep(p).await;
+        match &mut pace {
+            Pace::Full => {}
+            Pace::Slow(p) => {
+                sock.flush().await?;
+                tokio::time::sleep(*p).await;
+            }
+            Pace::Held(gate) => {
+                sock.flush().await?;
+                while !*gate.borrow_and_update() && off + 1 < len {
+                    fill(seed, off, &mut buf[..1]);
+                    sock.write_all(&buf[..1]).await?;
+                    sock.flush().await?;
+                    off += 1;
+                    tokio::select! {
+                        changed = gate.changed() => if changed.is_err() { return Ok(false) },
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
         }
     }
     sock.flush().await?;

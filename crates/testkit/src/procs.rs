@@ -87,14 +87,29 @@ pub async fn wait_healthy(proc: &Proc, url: &str) {
     panic!("{url} never became healthy; log:\n{}", proc.log_text());
 }
 
-/// Peak resident memory of a process (VmHWM from /proc), in bytes; 0 when unreadable.
+/// Peak resident memory of a process (VmHWM from /proc), in bytes. Panics when it cannot
+/// be read: a memory test must fail, not pass, when it cannot measure.
 pub fn peak_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot measure peak RSS: reading {path}: {e}"));
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("cannot measure peak RSS: no VmHWM in {path}"));
+    assert!(kb > 0, "cannot measure peak RSS: VmHWM is 0 in {path}");
+    kb * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peak_rss_measures_or_fails() {
+        assert!(peak_rss(std::process::id()) > 1024 * 1024);
+        // No such process: a panic, never a 0 a memory test would take as "flat".
+        assert!(std::panic::catch_unwind(|| peak_rss(u32::MAX)).is_err());
+    }
 }

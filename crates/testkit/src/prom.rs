@@ -11,36 +11,61 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Parses the samples of a text exposition (comments skipped).
+/// Parses the samples of a text exposition (comments skipped). Label values may hold
+/// commas, braces, `=` and the escapes `\\`, `\"` and `\n`; a malformed line panics.
+///
+/// Kept by hand: `prometheus-parse` 0.2.5 cuts a value at its first comma and drops lines
+/// whose values hold `=` or `}`, the crates that parse escapes correctly are 0.1 releases on
+/// an old nom, or LGPL. This is 40 lines with tests for exactly those cases.
 pub fn parse(text: &str) -> Vec<Sample> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {l}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = split_labels(labels);
-            Sample {
-                name: name.to_string(),
-                labels,
-                value,
-            }
-        })
+        .map(|l| parse_line(l).unwrap_or_else(|| panic!("bad exposition line: {l}")))
         .collect()
 }
 
-fn split_labels(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some((k, v)) = rest.split_once("=\"") {
-        let end = v.find('"').unwrap_or(v.len());
-        out.push((k.trim_start_matches(',').to_string(), v[..end].to_string()));
-        rest = &v[(end + 1).min(v.len())..];
+fn parse_line(line: &str) -> Option<Sample> {
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let (name, mut rest) = line.split_at(name_end);
+    let mut labels = Vec::new();
+    if let Some(body) = rest.strip_prefix('{') {
+        rest = body;
+        loop {
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (key, after) = rest.split_once("=\"")?;
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return None;
+            }
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.push((key.to_string(), value));
+            rest = &after[end + 1..];
+            rest = rest.strip_prefix(',').unwrap_or(rest);
+        }
     }
-    out
+    let value = match rest.split_whitespace().next()? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
 }
 
 /// Sum of `name` over samples whose labels include all of `filter`.
@@ -89,5 +114,42 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_with_commas_quotes_braces_and_escapes() {
+        let text = concat!(
+            "# HELP m help\n",
+            "m{a=\"x,\\\"y\\\"\",b=\"z\"} 1\n",
+            "m{a=\"back\\\\slash\",b=\"new\\nline\"} 2\n",
+            "m{a=\"brace}eq=\",} 3\n",
+            "plain 4.5\n",
+            "h_bucket{le=\"+Inf\"} 7 1700000000\n",
+        );
+        let s = parse(text);
+        let labels = |i: usize| s[i].labels.clone();
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(labels(0), [kv("a", "x,\"y\""), kv("b", "z")]);
+        assert_eq!(labels(1), [kv("a", "back\\slash"), kv("b", "new\nline")]);
+        assert_eq!(labels(2), [kv("a", "brace}eq=")]);
+        assert_eq!(
+            (s[2].value, s[3].name.as_str(), s[3].value),
+            (3.0, "plain", 4.5)
+        );
+        assert!(s[3].labels.is_empty());
+        assert_eq!(s[4].value, 7.0);
+        assert_eq!(sum(&s, "m", &[("b", "z")]), 1.0);
+    }
+
+    #[test]
+    fn malformed_lines_fail() {
+        for bad in ["m{a=x} 1", "m{a=\"x} 1", "m 1x"] {
+            assert!(parse_line(bad).is_none(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,10 @@
+use std::net::TcpListener;
+
+use anyhow::Context;
 use clap::Parser;
-use clipstash_core::runtime::{cancel_on_signal, init_tracing, migrate_command};
+use clipstash_runtime::{cancel_on_signal, init_tracing, migrate_command};
 use clipstash_worker::{Cli, Command, Worker};
+use metrics_core::{Component, Exporter};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -9,7 +13,12 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Migrate(db) => migrate_command(&db).await,
         Command::Run(settings) => {
-            let worker = Worker::build(*settings).await?;
+            let exporter =
+                Exporter::install(Component::Worker).context("installing the metrics recorder")?;
+            let addr = settings.metrics_listen;
+            let listener = TcpListener::bind(addr)
+                .with_context(|| format!("CLIPSTASH_METRICS_LISTEN={addr}: cannot bind"))?;
+            let worker = Worker::build(*settings, exporter, listener).await?;
             tracing::info!(name = worker.name(), metrics = %worker.metrics_addr(), "clipstash-worker started");
             let shutdown = CancellationToken::new();
             tokio::spawn(cancel_on_signal(shutdown.clone()));

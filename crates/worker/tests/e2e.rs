@@ -333,8 +333,8 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
     let mut stack = Stack::new().await;
     stack.start_api().await;
     let victim = stack.start_worker(1).await;
-    // About 3 s of paced bytes, so the worker is mid-download when killed.
-    let path = "/slow/3000000/5/100/kill9";
+    // Held after its first 64 KiB, so the worker is mid-download when killed.
+    let path = "/held/3000000/5/kill9/a";
     let id = stack.submit(&media.url(path)).await;
     wait_for("the download to start", LIMIT, || async {
         (media.hits(path) == 1).then_some(())
@@ -344,6 +344,7 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
 
     stack.start_worker(1).await;
     stack.workers[victim].0.kill9().await;
+    media.release("kill9");
 
     let job = stack.finished(&id).await;
     assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());

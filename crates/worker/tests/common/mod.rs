@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use clipstash_core::DownloadJob;
-use clipstash_core::config::{GaugeArgs, NetworkArgs, StorageArgs};
-use clipstash_core::db::{self, JobRow};
-use clipstash_core::queue::Queue;
-use clipstash_testkit::{TestDb, TestQueue, free_port, wait_for};
+use clipstash_db::{JobRow, jobs, usage};
+use clipstash_domain::{DownloadJob, VideoSource};
+use clipstash_queue::Queue;
+use clipstash_testkit::{TestDb, TestQueue, settings, wait_for};
 use clipstash_worker::{Settings, Worker};
+use metrics_core::{Component, Exporter};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -38,36 +38,16 @@ impl Env {
 
     /// Worker settings with fast retries and timeouts for tests.
     pub fn settings(&self) -> Settings {
-        Settings {
-            metrics_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            concurrency: 4,
-            worker_name: "test".into(),
-            poll_interval: Duration::from_millis(20),
-            max_retries: 3,
-            retry_base: Duration::from_millis(10),
-            attempt_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_millis(500),
-            connect_timeout: Duration::from_secs(2),
-            max_file_bytes: 200 * 1024 * 1024,
-            shutdown_grace: Duration::from_millis(500),
-            database: self.db.args(),
-            redis: self.queue.args(),
-            storage: StorageArgs {
-                storage_dir: self.storage_dir.clone(),
-                storage_quota_bytes: 0,
-            },
-            gauges: GaugeArgs {
-                storage_refresh: Duration::from_secs(60),
-                queue_refresh: Duration::from_secs(1),
-            },
-            network: NetworkArgs {
-                allow_private_networks: true,
-            },
-        }
+        settings::worker(settings::common(&self.db, &self.queue, &self.storage_dir))
     }
 
+    /// Builds and runs a worker in this process, its metrics on a listener from the OS and
+    /// in a recorder of its own (never the process's global one).
     pub async fn start_worker(&self, settings: Settings) -> RunningWorker {
-        let worker = Worker::build(settings).await.unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let worker = Worker::build(settings, Exporter::detached(Component::Worker), listener)
+            .await
+            .unwrap();
         let name = worker.name().to_string();
         let stop = CancellationToken::new();
         let task = tokio::spawn(worker.run(stop.clone()));
@@ -77,7 +57,7 @@ impl Env {
     /// Records a job and enqueues it, as the API does.
     pub async fn submit(&self, url: &str) -> Uuid {
         let id = Uuid::now_v7();
-        let row = db::insert_job(&self.db.pool, id, url, "direct")
+        let row = jobs::insert_job(&self.db.pool, id, url, VideoSource::Direct)
             .await
             .unwrap();
         self.push(id, url, row.created_at).await;
@@ -96,20 +76,20 @@ impl Env {
     }
 
     pub async fn job(&self, id: Uuid) -> JobRow {
-        db::get_job(&self.db.pool, id).await.unwrap().unwrap()
+        jobs::get_job(&self.db.pool, id).await.unwrap().unwrap()
     }
 
     /// Waits until the job is succeeded, failed or cancelled.
     pub async fn finished(&self, id: Uuid, limit: Duration) -> JobRow {
         wait_for(&format!("job {id} to finish"), limit, || async move {
             let j = self.job(id).await;
-            matches!(j.status.as_str(), "succeeded" | "failed" | "cancelled").then_some(j)
+            j.status.is_terminal().then_some(j)
         })
         .await
     }
 
     pub async fn usage(&self) -> (i64, i64) {
-        let u = db::storage_usage(&self.db.pool).await.unwrap();
+        let u = usage::storage_usage(&self.db.pool).await.unwrap();
         u.first().map_or((0, 0), |u| (u.bytes_used, u.file_count))
     }
 

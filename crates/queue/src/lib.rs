@@ -1,18 +1,52 @@
 //! The download queue in Redis, through apalis-redis.
 //!
-//! Facts this module leans on (apalis-redis 1.0, each covered by a test in
-//! `crates/worker/tests/`): keys are `{queue}:active` (LIST), `{queue}:scheduled` (ZSET,
-//! every push lands here with score = now), `{queue}:inflight:{worker}` (SET),
-//! `{queue}:workers` (ZSET, score = last heartbeat), `{queue}:dead` (SET).
+//! Facts this crate leans on (apalis-redis 1.0.0, pinned exactly in the workspace; each
+//! covered by a test in `crates/worker/tests/`): keys are `{queue}:active` (LIST),
+//! `{queue}:scheduled` (ZSET, every push lands here with score = now),
+//! `{queue}:inflight:{worker}` (SET), `{queue}:workers` (ZSET, score = last heartbeat),
+//! `{queue}:dead` (SET). The scripts in `src/lua/` read and write them directly.
 
 use std::time::Duration;
 
 use apalis::prelude::TaskSink;
 use apalis_redis::{Config, RedisStorage};
+use clipstash_domain::DownloadJob;
+use clipstash_domain::config::secret_url;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::RedisArgs;
-use crate::model::DownloadJob;
+/// Redis and queue settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis connection URL, e.g. redis://127.0.0.1:6379
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true, value_parser = |s: &str| secret_url(s, &["redis", "rediss"]))]
+    pub redis_url: SecretString,
+
+    /// Name of the job queue; the prefix of every Redis key it uses.
+    #[arg(
+        long,
+        env = "CLIPSTASH_QUEUE",
+        value_name = "CLIPSTASH_QUEUE",
+        default_value = "clipstash:downloads"
+    )]
+    pub queue: String,
+
+    /// How often workers heartbeat into Redis.
+    #[arg(long, env = "CLIPSTASH_HEARTBEAT_INTERVAL", value_name = "CLIPSTASH_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Missed heartbeats after which a worker counts as dead and its jobs are re-enqueued by
+    /// live workers (orphan timeout = interval x this).
+    #[arg(long, env = "CLIPSTASH_MISSED_HEARTBEATS", value_name = "CLIPSTASH_MISSED_HEARTBEATS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub missed_heartbeats: u32,
+}
+
+impl RedisArgs {
+    /// How long after its last heartbeat a worker's jobs are recovered by others.
+    pub fn orphan_timeout(&self) -> Duration {
+        self.heartbeat_interval * self.missed_heartbeats
+    }
+}
 
 /// Connection and queue for producing jobs and sampling the queue.
 #[derive(Clone)]
@@ -39,8 +73,8 @@ pub struct QueueStats {
 
 /// Opens a Redis connection manager with timeouts fit for a loaded server: the default
 /// response timeout (500 ms) would turn a Redis hiccup into a dead worker.
-pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
+pub async fn connect(url: &SecretString) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url.expose_secret())?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(Duration::from_secs(10)))
         .set_connection_timeout(Some(Duration::from_secs(5)));
@@ -142,32 +176,8 @@ impl Queue {
     }
 }
 
-static STATS_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-        local pending = redis.call('LLEN', KEYS[1]) + redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[1])
-        local scheduled = redis.call('ZCOUNT', KEYS[2], '(' .. ARGV[1], '+inf')
-        local running = 0
-        for _, w in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
-            running = running + redis.call('SCARD', ARGV[3] .. w)
-        end
-        local dead = redis.call('SCARD', KEYS[4])
-        local live = redis.call('ZCOUNT', KEYS[3], ARGV[2], '+inf')
-        return {pending, scheduled, running, dead, live}
-        "#,
-    )
-});
+static STATS_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/stats.lua")));
 
-static HAND_BACK_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r#"
-        local ids = redis.call('SMEMBERS', KEYS[1])
-        for _, id in ipairs(ids) do
-            redis.call('RPUSH', KEYS[2], id)
-        end
-        redis.call('DEL', KEYS[1])
-        redis.call('ZREM', KEYS[3], ARGV[1])
-        return #ids
-        "#,
-    )
-});
+static HAND_BACK_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/hand_back.lua")));

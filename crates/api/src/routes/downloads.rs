@@ -1,13 +1,16 @@
-//! HTTP handlers.
+//! `/v1/downloads`: submit, follow, list, cancel and delete download jobs.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use clipstash_core::db::{self, DeleteOutcome, JobRow};
-use clipstash_core::model::Source;
-use clipstash_core::{DownloadJob, ErrorCode, JobStatus};
+use clipstash_db::usage::storage_usage;
+use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
+use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
+use clipstash_runtime::gauges;
+use metrics_core::Task;
+use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -25,7 +28,7 @@ pub struct JobView {
     pub url: String,
     pub status: JobStatus,
     pub attempts: i32,
-    pub source: String,
+    pub source: VideoSource,
     pub provider: Option<String>,
     pub object_key: Option<String>,
     pub size_bytes: Option<i64>,
@@ -41,13 +44,13 @@ pub struct JobView {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct JobErrorView {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl From<JobRow> for JobView {
     fn from(r: JobRow) -> Self {
-        let status = r.status();
+        let status = r.status;
         let error = r.error_code.map(|code| JobErrorView {
             code,
             message: r.error_message.unwrap_or_default(),
@@ -85,8 +88,7 @@ pub struct CreateDownload {
 
 /// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length.
 pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
-    let invalid =
-        |msg: &str| ApiError::client(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidUrl, msg);
+    let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidUrl, msg);
     let raw = raw.trim();
     if raw.is_empty() {
         return Err(invalid("url must not be empty"));
@@ -116,14 +118,9 @@ pub async fn create_download(
 ) -> Result<HttpResponse, ApiError> {
     let url = validate_url(&body.url)?;
     let id = Uuid::now_v7();
-    let job = db::insert_job(
-        &state.pool,
-        id,
-        url.as_str(),
-        Source::for_url(&url).as_str(),
-    )
-    .await
-    .map_err(ApiError::database)?;
+    let job = jobs::insert_job(&state.pool, id, url.as_str(), VideoSource::for_url(&url))
+        .await
+        .map_err(ApiError::database)?;
     let task = DownloadJob {
         job_id: id,
         url: job.url.clone(),
@@ -131,7 +128,7 @@ pub async fn create_download(
     };
     if let Err(e) = state.queue.push(&task).await {
         // Not enqueued: record that on the job rather than leave it queued forever.
-        if let Err(db_err) = db::record_failure(
+        if let Err(db_err) = transitions::record_failure(
             &state.pool,
             id,
             ErrorCode::QueueUnavailable,
@@ -142,12 +139,9 @@ pub async fn create_download(
         {
             tracing::error!(%id, error = ?db_err, "marking an unenqueued job failed");
         }
-        return Err(ApiError::Unavailable {
-            code: ErrorCode::QueueUnavailable,
-            source: e,
-        });
+        return Err(ApiError::dependency(ErrorCode::QueueUnavailable, e));
     }
-    metrics::counter!(metrics_core::catalogue::TASKS_ENQUEUED_TOTAL, "task_name" => metrics_core::catalogue::TASK_PROCESS_DOWNLOAD)
+    metrics::counter!(TASKS_ENQUEUED_TOTAL, "task_name" => Task::ProcessDownload.as_str())
         .increment(1);
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/v1/downloads/{id}")))
@@ -155,21 +149,11 @@ pub async fn create_download(
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::client(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidId,
-            "job id must be a UUID",
-        )
-    })
+    Uuid::parse_str(raw).map_err(|_| ApiError::new(ErrorCode::InvalidId, "job id must be a UUID"))
 }
 
 fn not_found(id: Uuid) -> ApiError {
-    ApiError::client(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        format!("no job {id}"),
-    )
+    ApiError::new(ErrorCode::NotFound, format!("no job {id}"))
 }
 
 pub async fn get_download(
@@ -177,7 +161,7 @@ pub async fn get_download(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let job = db::get_job(&state.pool, id)
+    let job = jobs::get_job(&state.pool, id)
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| not_found(id))?;
@@ -202,11 +186,11 @@ pub async fn list_downloads(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bad = |code, msg: String| ApiError::client(StatusCode::BAD_REQUEST, code, msg);
+    let bad = ApiError::new;
     let status = match query.status.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(JobStatus::parse(s).ok_or_else(|| {
-            let all: Vec<_> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
+            let all: Vec<_> = JobStatus::VARIANTS.iter().map(|s| s.as_str()).collect();
             bad(
                 ErrorCode::InvalidQuery,
                 format!("status must be one of {}", all.join(", ")),
@@ -229,7 +213,7 @@ pub async fn list_downloads(
             )
         })?),
     };
-    let rows = db::list_jobs(&state.pool, status, before, i64::from(limit))
+    let rows = jobs::list_jobs(&state.pool, status, before, i64::from(limit))
         .await
         .map_err(ApiError::database)?;
     let next_cursor = (rows.len() == limit as usize)
@@ -246,13 +230,12 @@ pub async fn delete_download(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    match db::delete_job(&state.pool, id)
+    match transitions::delete_job(&state.pool, id)
         .await
         .map_err(ApiError::database)?
     {
         DeleteOutcome::NotFound => Err(not_found(id)),
-        DeleteOutcome::Running(_) => Err(ApiError::client(
-            StatusCode::CONFLICT,
+        DeleteOutcome::Running(_) => Err(ApiError::new(
             ErrorCode::JobRunning,
             "the job is running; cancel it while it is queued or delete its object once it has succeeded",
         )),
@@ -266,106 +249,17 @@ pub async fn delete_download(
         } => {
             // The accounting is committed first: a failed delete leaves an orphan object
             // (logged), never usage that counts bytes no job owns.
-            if provider == state.storage.provider() {
+            if provider == state.storage.provider().as_str() {
                 if let Err(e) = state.storage.delete(&object_key).await {
                     tracing::error!(%id, object_key, error = %e, "deleting a released object");
                 }
             } else {
                 tracing::warn!(%id, provider, "object is on a provider this API is not configured for");
             }
-            if let Ok(usage) = db::storage_usage(&state.pool).await {
-                clipstash_core::gauges::set_storage(&usage);
+            if let Ok(usage) = storage_usage(&state.pool).await {
+                gauges::set_storage(&usage);
             }
             Ok(HttpResponse::Ok().json(JobView::from(job)))
         }
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ProviderUsage {
-    pub provider: String,
-    pub bytes_used: i64,
-    pub file_count: i64,
-    /// Configured quota, 0 when none.
-    pub quota_bytes: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StorageView {
-    pub providers: Vec<ProviderUsage>,
-}
-
-pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let usage = db::storage_usage(&state.pool)
-        .await
-        .map_err(ApiError::database)?;
-    let own = state.storage.provider();
-    let mut providers: Vec<ProviderUsage> = usage
-        .into_iter()
-        .map(|u| ProviderUsage {
-            quota_bytes: if u.provider == own {
-                state.storage.quota_bytes()
-            } else {
-                0
-            },
-            provider: u.provider,
-            bytes_used: u.bytes_used,
-            file_count: u.file_count,
-        })
-        .collect();
-    if !providers.iter().any(|p| p.provider == own) {
-        providers.push(ProviderUsage {
-            provider: own.into(),
-            bytes_used: 0,
-            file_count: 0,
-            quota_bytes: state.storage.quota_bytes(),
-        });
-    }
-    Ok(HttpResponse::Ok().json(StorageView { providers }))
-}
-
-pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
-}
-
-/// Ready when Postgres and Redis both answer within a second.
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let timeout = std::time::Duration::from_secs(1);
-    let pg = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool));
-    let redis = tokio::time::timeout(timeout, state.queue.ping());
-    let (pg, redis) = tokio::join!(pg, redis);
-    let pg_ok = matches!(pg, Ok(Ok(_)));
-    let redis_ok = matches!(redis, Ok(Ok(_)));
-    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let checks = serde_json::json!({ "postgres": word(pg_ok), "redis": word(redis_ok) });
-    if pg_ok && redis_ok {
-        return HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "checks": checks }));
-    }
-    let failed: Vec<&str> = [("postgres", pg_ok), ("redis", redis_ok)]
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(n, _)| *n)
-        .collect();
-    let code = ErrorCode::NotReady;
-    metrics_core::record_error(code.as_str(), code.error_type().as_str());
-    HttpResponse::ServiceUnavailable().json(serde_json::json!({
-        "error": { "code": code.as_str(), "message": format!("unavailable: {}", failed.join(", ")) },
-        "checks": checks,
-    }))
-}
-
-pub async fn unmatched() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such route",
-    ))
-}
-
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::client(
-        StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this route",
-    ))
 }

@@ -1,14 +1,17 @@
-//! Object storage behind one provider abstraction (`object_store`). The local filesystem is
-//! the embedded default; S3, GCS and Azure join as further [`StorageBackend`] variants.
+//! Object storage: the configured provider ([`Storage`], one file per provider kind, today
+//! [`local`]) and the [`ingest`] pipeline every download goes through.
 
+pub mod ingest;
+pub mod local;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use object_store::local::LocalFileSystem;
+use clipstash_domain::StorageProvider;
+use clipstash_domain::config::byte_size;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use uuid::Uuid;
-
-use crate::config::StorageArgs;
 
 /// Part size of streamed uploads: S3's minimum is 5 MiB; memory per download is bounded by
 /// about (1 + `UPLOAD_PARTS_IN_FLIGHT`) parts.
@@ -16,25 +19,28 @@ pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts written concurrently before the download waits (back-pressure).
 pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 
-/// Which kind of store backs a [`Storage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageBackend {
-    Local,
-}
+/// Object storage settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Root folder of the local-disk storage provider (created if missing).
+    #[arg(
+        long,
+        env = "CLIPSTASH_STORAGE_DIR",
+        value_name = "CLIPSTASH_STORAGE_DIR",
+        default_value = ".data/storage"
+    )]
+    pub storage_dir: PathBuf,
 
-impl StorageBackend {
-    /// The `provider` label and column value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageBackend::Local => "local",
-        }
-    }
+    /// Storage quota, exported as storage_quota_bytes for alerting (bytes, or with a unit:
+    /// 5GiB); 0 = none. Not enforced yet.
+    #[arg(long, env = "CLIPSTASH_STORAGE_QUOTA_BYTES", value_name = "CLIPSTASH_STORAGE_QUOTA_BYTES", default_value = "0", value_parser = byte_size)]
+    pub storage_quota_bytes: u64,
 }
 
 /// A configured storage provider.
 #[derive(Clone)]
 pub struct Storage {
-    backend: StorageBackend,
+    provider: StorageProvider,
     store: Arc<dyn ObjectStore>,
     quota_bytes: u64,
 }
@@ -42,35 +48,24 @@ pub struct Storage {
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
-            .field("provider", &self.provider())
+            .field("provider", &self.provider)
             .finish()
     }
 }
 
 impl Storage {
-    /// Builds the provider from settings, creating the local root if needed.
+    /// Builds the provider from settings.
     pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&args.storage_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "CLIPSTASH_STORAGE_DIR={}: cannot create: {e}",
-                args.storage_dir.display()
-            )
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&args.storage_dir)
-            .map_err(|e| {
-                anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: {e}", args.storage_dir.display())
-            })?
-            // Removes emptied folders after deletes.
-            .with_automatic_cleanup(true);
         Ok(Self {
-            backend: StorageBackend::Local,
-            store: Arc::new(store),
+            provider: StorageProvider::new(local::NAME),
+            store: Arc::new(local::open(&args.storage_dir)?),
             quota_bytes: args.storage_quota_bytes,
         })
     }
 
-    pub fn provider(&self) -> &'static str {
-        self.backend.as_str()
+    /// The provider's configured name: the `provider` label and column.
+    pub fn provider(&self) -> &StorageProvider {
+        &self.provider
     }
 
     pub fn quota_bytes(&self) -> u64 {

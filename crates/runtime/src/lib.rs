@@ -1,17 +1,24 @@
-//! Process plumbing shared by both binaries.
+//! Process plumbing shared by `clipstash-api` and `clipstash-worker`: the settings both
+//! read ([`settings`]), signal handling, logging, the `migrate` subcommand, and the global
+//! gauges every process samples ([`gauges`]).
+
+pub mod gauges;
+pub mod settings;
 
 use anyhow::Context;
+use clipstash_db::DatabaseArgs;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::DatabaseArgs;
-use crate::db;
+pub use settings::{CommonArgs, GaugeArgs};
 
 /// The `migrate` subcommand: applies pending migrations and returns.
 pub async fn migrate_command(args: &DatabaseArgs) -> anyhow::Result<()> {
-    let pool = db::connect(&args.database_url, 2)
+    let pool = clipstash_db::connect(&args.database_url, 2)
         .await
         .context("DATABASE_URL: cannot connect to Postgres")?;
-    db::migrate(&pool).await.context("applying migrations")?;
+    clipstash_db::migrate(&pool)
+        .await
+        .context("applying migrations")?;
     pool.close().await;
     Ok(())
 }

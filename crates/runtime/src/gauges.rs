@@ -10,9 +10,9 @@ use metrics_core::catalogue::{
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{self, Usage};
-use crate::queue::{Queue, QueueStats};
-use crate::storage::Storage;
+use clipstash_db::Usage;
+use clipstash_queue::{Queue, QueueStats};
+use clipstash_storage::Storage;
 
 /// Sets the storage gauges to absolute values (after an add or remove, or a refresh).
 pub fn set_storage(usage: &[Usage]) {
@@ -44,10 +44,11 @@ pub fn spawn_sampler(
     queue_every: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    gauge!(STORAGE_QUOTA_BYTES, "provider" => storage.provider()).set(storage.quota_bytes() as f64);
+    let provider = storage.provider().to_string();
+    gauge!(STORAGE_QUOTA_BYTES, "provider" => provider.clone()).set(storage.quota_bytes() as f64);
     // The provider shows 0 before its first file rather than no series at all.
     set_storage(&[Usage {
-        provider: storage.provider().into(),
+        provider,
         bytes_used: 0,
         file_count: 0,
     }]);
@@ -59,7 +60,7 @@ pub fn spawn_sampler(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = storage_tick.tick() => match db::storage_usage(&pool).await {
+                _ = storage_tick.tick() => match clipstash_db::usage::storage_usage(&pool).await {
                     Ok(usage) => set_storage(&usage),
                     Err(e) => tracing::warn!(error = %e, "refreshing storage gauges"),
                 },

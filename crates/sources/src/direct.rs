@@ -1,59 +1,34 @@
-//! Fetching media from a source URL and streaming it into storage.
-//!
-//! Bytes flow from the socket into the object store in bounded parts: memory does not grow
-//! with file size. Size, SHA-256 and content type are computed on the way.
+//! Direct media links fetched over HTTP with a pooled client.
 
 use std::time::Duration;
 
+use clipstash_domain::{ErrorCode, JobError, Media, SourceOperation, VideoSource};
 use futures_util::StreamExt;
-use metrics_core::{SourceCallTracker, UploadTracker};
+use metrics_core::Tracker;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use sha2::{Digest, Sha256};
 
-use crate::db::StoredObject;
-use crate::error_code::ErrorCode;
-use crate::storage::{Storage, UPLOAD_PARTS_IN_FLIGHT};
+use crate::Source;
 
-/// A failed attempt, with its stable code and a message for the job's `error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct JobError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl JobError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-/// Limits applied to every fetch.
+/// Limits applied to every fetch (the size cap is the ingest pipeline's).
 #[derive(Debug, Clone)]
 pub struct FetchLimits {
-    /// Largest accepted file; larger fails as `file_too_large`.
-    pub max_bytes: u64,
     /// Longest wait for the next bytes (a server that drips bytes still hits the attempt
     /// timeout, enforced by the caller).
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
 }
 
-/// Pooled HTTP client for sources; build one per process.
+/// The direct-link source; build one per process (its client pools connections).
 #[derive(Debug, Clone)]
-pub struct Fetcher {
+pub struct DirectHttp {
     client: reqwest::Client,
-    limits: FetchLimits,
 }
 
 const USER_AGENT: &str = concat!("clipstash/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
-impl Fetcher {
+impl DirectHttp {
     pub fn new(limits: FetchLimits) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -63,18 +38,17 @@ impl Fetcher {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { client, limits })
+        Ok(Self { client })
+    }
+}
+
+impl Source for DirectHttp {
+    fn kind(&self) -> VideoSource {
+        VideoSource::Direct
     }
 
-    /// Downloads `url` into `storage` at `key`. On any error the partial upload is aborted,
-    /// so nothing is left at `key`.
-    pub async fn download_to(
-        &self,
-        url: &str,
-        storage: &Storage,
-        key: &str,
-    ) -> Result<StoredObject, JobError> {
-        let call = SourceCallTracker::start("download_video");
+    async fn open(&self, url: &str) -> Result<Media, JobError> {
+        let call = Tracker::start(&SourceOperation::DownloadVideo);
         let response = self
             .client
             .get(url)
@@ -111,75 +85,15 @@ impl Fetcher {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(len) = expected_len.filter(|&l| l > self.limits.max_bytes) {
-            return Err(too_large(len, self.limits.max_bytes));
-        }
-
-        let upload_tracker = UploadTracker::start(storage.provider());
-        let mut upload = storage
-            .start_upload(key)
-            .await
-            .map_err(|e| JobError::new(ErrorCode::StorageError, format!("starting upload: {e}")))?;
-        match self.stream_body(response, &mut upload, expected_len).await {
-            Ok((size, sha256)) => {
-                upload.finish().await.map_err(|e| {
-                    JobError::new(ErrorCode::StorageError, format!("finishing upload: {e}"))
-                })?;
-                upload_tracker.success();
-                Ok(StoredObject {
-                    provider: storage.provider().to_string(),
-                    object_key: key.to_string(),
-                    size_bytes: size as i64,
-                    sha256,
-                    content_type,
-                })
-            }
-            Err(e) => {
-                if let Err(abort) = upload.abort().await {
-                    tracing::warn!(key, error = %abort, "aborting a failed upload");
-                }
-                Err(e)
-            }
-        }
+        Ok(Media {
+            content_type,
+            expected_len,
+            body: response
+                .bytes_stream()
+                .map(|chunk| chunk.map_err(classify_body_error))
+                .boxed(),
+        })
     }
-
-    async fn stream_body(
-        &self,
-        response: reqwest::Response,
-        upload: &mut object_store::WriteMultipart,
-        expected_len: Option<u64>,
-    ) -> Result<(u64, String), JobError> {
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(classify_body_error)?;
-            size += chunk.len() as u64;
-            if size > self.limits.max_bytes {
-                return Err(too_large(size, self.limits.max_bytes));
-            }
-            hasher.update(&chunk);
-            upload
-                .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
-                .await
-                .map_err(|e| JobError::new(ErrorCode::StorageError, format!("writing: {e}")))?;
-            upload.put(chunk);
-        }
-        if let Some(len) = expected_len.filter(|&l| l != size) {
-            return Err(JobError::new(
-                ErrorCode::Truncated,
-                format!("got {size} of {len} bytes"),
-            ));
-        }
-        Ok((size, hex::encode(hasher.finalize())))
-    }
-}
-
-fn too_large(size: u64, max: u64) -> JobError {
-    JobError::new(
-        ErrorCode::FileTooLarge,
-        format!("file is larger than the limit of {max} bytes (at least {size})"),
-    )
 }
 
 /// Media types accepted from direct links; anything else (an HTML page, JSON) is refused.

@@ -1,0 +1,59 @@
+//! The command line and settings of `clipstash-api` (flags or environment).
+
+use std::net::SocketAddr;
+
+use clap::{Parser, Subcommand};
+use clipstash_db::DatabaseArgs;
+use clipstash_runtime::CommonArgs;
+
+/// Command line of `clipstash-api`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "clipstash-api",
+    version,
+    about = "clipstash HTTP API: submit and follow video download jobs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API.
+    Serve(Box<Settings>),
+    /// Apply pending database migrations and exit (run once per rollout, before the API).
+    Migrate(DatabaseArgs),
+}
+
+/// Settings of the API server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Address the API listens on.
+    #[arg(
+        long,
+        env = "CLIPSTASH_LISTEN",
+        value_name = "CLIPSTASH_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// Serve /metrics on this separate internal address instead of on the API listener.
+    #[arg(
+        long,
+        env = "CLIPSTASH_METRICS_LISTEN",
+        value_name = "CLIPSTASH_METRICS_LISTEN"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(
+        long,
+        env = "CLIPSTASH_HTTP_WORKERS",
+        value_name = "CLIPSTASH_HTTP_WORKERS"
+    )]
+    pub http_workers: Option<usize>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}

@@ -1,0 +1,171 @@
+//! Building and running the API: connect, bind, serve, drain.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use clipstash_queue::Queue;
+use clipstash_runtime::{GaugeArgs, gauges};
+use clipstash_storage::Storage;
+use metrics_core::Exporter;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::{MAX_BODY_BYTES, error, middleware, routes};
+
+/// Shared state of every request handler.
+pub struct AppState {
+    pub pool: PgPool,
+    pub queue: Queue,
+    pub storage: Storage,
+}
+
+/// A bound, not yet running API.
+pub struct Application {
+    server: Server,
+    metrics_server: Option<Server>,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    state: web::Data<AppState>,
+    exporter: Exporter,
+    gauges: GaugeArgs,
+}
+
+impl Application {
+    /// Connects to Postgres and Redis and binds the listeners; nothing is served until [`run`].
+    ///
+    /// [`run`]: Application::run
+    /// `exporter` renders `/metrics`; whether it is the process's installed recorder is the
+    /// caller's decision (`main` installs it; tests may not).
+    pub async fn build(settings: Settings, exporter: Exporter) -> anyhow::Result<Self> {
+        let common = &settings.common;
+        let pool = common
+            .database
+            .connect(1)
+            .await
+            .context("DATABASE_URL: cannot connect to Postgres")?;
+        let queue = Queue::connect(&common.redis).await?;
+        let storage = Storage::from_args(&common.storage)?;
+        let state = web::Data::new(AppState {
+            pool,
+            queue,
+            storage,
+        });
+
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("CLIPSTASH_LISTEN={}: cannot bind", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let metrics_listener = settings
+            .metrics_listen
+            .map(|a| {
+                TcpListener::bind(a)
+                    .with_context(|| format!("CLIPSTASH_METRICS_LISTEN={a}: cannot bind"))
+            })
+            .transpose()?;
+        let metrics_addr = metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let serve_metrics_on_api = metrics_listener.is_none();
+
+        let workers = settings
+            .http_workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let api_state = state.clone();
+        let api_exporter = exporter.clone();
+        let server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(api_state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(MAX_BODY_BYTES)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+                .wrap(actix_web::middleware::from_fn(middleware::track_http));
+            let app = app.configure(routes::configure);
+            let app = if serve_metrics_on_api {
+                app.configure(metrics_core::http::configure(api_exporter.clone()))
+            } else {
+                app
+            };
+            app.default_service(web::to(routes::fallback::unmatched))
+        })
+        .workers(workers)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+
+        let metrics_server = match metrics_listener {
+            Some(l) => {
+                let ex = exporter.clone();
+                Some(
+                    HttpServer::new(move || {
+                        App::new().configure(metrics_core::http::configure(ex.clone()))
+                    })
+                    .workers(1)
+                    .disable_signals()
+                    .listen(l)?
+                    .run(),
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            server,
+            metrics_server,
+            addr,
+            metrics_addr,
+            state,
+            exporter,
+            gauges: settings.common.gauges.clone(),
+        })
+    }
+
+    /// The address the API listens on (the real port when bound to port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where /metrics is served: the separate listener, or the API's own.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr.unwrap_or(self.addr)
+    }
+
+    /// Serves until `shutdown` fires, then stops accepting and drains in-flight requests.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let background = shutdown.child_token();
+        let upkeep = self.exporter.spawn_upkeep(background.clone());
+        let sampler = gauges::spawn_sampler(
+            self.state.pool.clone(),
+            self.state.queue.clone(),
+            &self.state.storage,
+            self.gauges.storage_refresh,
+            self.gauges.queue_refresh,
+            background.clone(),
+        );
+        let api_handle = self.server.handle();
+        let metrics_handle = self.metrics_server.as_ref().map(Server::handle);
+        let stopper = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            if let Some(h) = metrics_handle {
+                h.stop(true).await;
+            }
+            api_handle.stop(true).await;
+        });
+        let metrics_server = self.metrics_server;
+        let result = match metrics_server {
+            Some(m) => tokio::try_join!(self.server, m).map(|_| ()),
+            None => self.server.await,
+        };
+        background.cancel();
+        stopper.abort();
+        let _ = tokio::join!(upkeep, sampler);
+        self.state.pool.close().await;
+        result.context("HTTP server")
+    }
+}

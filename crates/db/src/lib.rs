@@ -1,0 +1,59 @@
+//! Postgres access. Every job transition is one function in [`transitions`], guarded by
+//! the legal `from` states of [`clipstash_domain::Transition`]; reads are in [`jobs`]; the
+//! stored files and per-provider usage in [`usage`].
+
+pub mod jobs;
+pub mod transitions;
+pub mod usage;
+
+use std::time::Duration;
+
+use clipstash_domain::config::secret_url;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use jobs::JobRow;
+pub use transitions::{Claim, DeleteOutcome};
+pub use usage::Usage;
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Postgres connection settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Postgres connection URL, e.g. postgres://user@127.0.0.1:5432/clipstash
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true, value_parser = |s: &str| secret_url(s, &["postgres", "postgresql"]))]
+    pub database_url: SecretString,
+
+    /// Maximum Postgres connections in this process's pool.
+    #[arg(long, env = "CLIPSTASH_DB_MAX_CONNECTIONS", value_name = "CLIPSTASH_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// Opens a pool of at least `min_connections` (the worker needs one per running job).
+    pub async fn connect(&self, min_connections: u32) -> Result<PgPool, sqlx::Error> {
+        connect(
+            &self.database_url,
+            self.db_max_connections.max(min_connections),
+        )
+        .await
+    }
+}
+
+/// Opens a pool; `acquire_timeout` bounds every acquire.
+pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.expose_secret().parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.application_name("clipstash"))
+        .await
+}
+
+/// Runs pending migrations; the `migrate` subcommand calls it once per rollout.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,259 @@
+//! The SQL of every job transition. Each guards on the transition's legal `from` states
+//! ([`Transition::from`]) and writes its `to` state, so the states diagram in
+//! `clipstash_domain::job` is enforced here and nowhere else.
+
+use clipstash_domain::{ErrorCode, JobStatus, StoredObject, Transition};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::jobs::{JOB_COLUMNS, JobRow};
+use crate::usage::Usage;
+
+/// Postgres advisory-lock key of a job: the job runs only while its worker holds this lock
+/// on a live session, so a duplicate delivery cannot run it twice at once and a killed
+/// worker's lock vanishes with its connection.
+fn lock_key(id: Uuid) -> i64 {
+    let b = id.as_u128();
+    ((b >> 64) as i64) ^ (b as i64)
+}
+
+/// Result of trying to start an attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The job is ours; `attempts` counts this attempt; `first_start` is true when the job
+    /// had never started before.
+    Claimed { attempts: i32, first_start: bool },
+    /// Another live session holds the job's lock: it is running elsewhere right now.
+    Busy,
+    /// Cancelled, finished or unknown: nothing to do.
+    NotRunnable,
+}
+
+/// [`Transition::Claim`]: takes the job's lock on `conn` and marks it running, counting the
+/// attempt. A job left `running` by a dead worker is claimable again (its lock died with it).
+pub async fn claim(conn: &mut PgConnection, id: Uuid) -> Result<Claim, sqlx::Error> {
+    let t = Transition::Claim;
+    let row: Option<(bool, Option<i32>, Option<bool>)> = sqlx::query_as(
+        "WITH l AS (SELECT pg_try_advisory_lock($2) AS got), \
+         u AS (UPDATE jobs SET status = $3, attempts = attempts + 1, \
+                 started_at = COALESCE(started_at, now()), updated_at = now() \
+               FROM l WHERE l.got AND id = $1 AND status = ANY($4) \
+               RETURNING attempts, (attempts = 1) AS first) \
+         SELECT l.got, u.attempts, u.first FROM l LEFT JOIN u ON true",
+    )
+    .bind(id)
+    .bind(lock_key(id))
+    .bind(t.to())
+    .bind(t.from_names())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some((true, Some(attempts), first)) => Ok(Claim::Claimed {
+            attempts,
+            first_start: first.unwrap_or(false),
+        }),
+        Some((true, None, _)) => {
+            release(conn, id).await?;
+            Ok(Claim::NotRunnable)
+        }
+        _ => Ok(Claim::Busy),
+    }
+}
+
+/// Releases the job's lock; call when the attempt loop is over.
+pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(lock_key(id))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`Transition::Retry`] when another attempt follows, else [`Transition::Fail`]: records a
+/// failed attempt. Takes any executor: the job's locked connection, or the pool from outside
+/// the attempt loop (a failed enqueue, a panic). Returns whether the row moved.
+pub async fn record_failure<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    code: ErrorCode,
+    message: &str,
+    will_retry: bool,
+) -> Result<bool, sqlx::Error> {
+    let t = if will_retry {
+        Transition::Retry
+    } else {
+        Transition::Fail
+    };
+    let moved = sqlx::query(
+        "UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
+         finished_at = CASE WHEN $5 THEN now() ELSE finished_at END \
+         WHERE id = $1 AND status = ANY($6)",
+    )
+    .bind(id)
+    .bind(code)
+    .bind(message)
+    .bind(t.to())
+    .bind(t.to().is_terminal())
+    .bind(t.from_names())
+    .execute(executor)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+/// [`Transition::Resume`]: starts the next attempt of a job this worker holds; returns the
+/// attempt count, or `None` when the job was cancelled during the backoff.
+pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+    let t = Transition::Resume;
+    sqlx::query_scalar(
+        "UPDATE jobs SET status = $2, attempts = attempts + 1, updated_at = now() \
+         WHERE id = $1 AND status = ANY($3) RETURNING attempts",
+    )
+    .bind(id)
+    .bind(t.to())
+    .bind(t.from_names())
+    .fetch_optional(conn)
+    .await
+}
+
+/// [`Transition::Succeed`]: records the file, the provider's usage and the job in one
+/// transaction. The file row's primary key makes this idempotent: usage grows once per job
+/// whatever the number of deliveries. Returns the provider's usage after the change, or
+/// `None` when the job is in no state to succeed (nothing is written then).
+pub async fn complete(
+    conn: &mut PgConnection,
+    id: Uuid,
+    obj: &StoredObject,
+) -> Result<Option<Usage>, sqlx::Error> {
+    let t = Transition::Succeed;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let moved = sqlx::query(
+        "UPDATE jobs SET status = $7, provider = $2, object_key = $3, size_bytes = $4, sha256 = $5, \
+         content_type = $6, error_code = NULL, error_message = NULL, \
+         finished_at = COALESCE(finished_at, now()), updated_at = now() \
+         WHERE id = $1 AND status = ANY($8)",
+    )
+    .bind(id)
+    .bind(obj.provider.as_str())
+    .bind(&obj.object_key)
+    .bind(obj.size_bytes)
+    .bind(&obj.sha256)
+    .bind(&obj.content_type)
+    .bind(t.to())
+    .bind(t.from_names())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO stored_files (job_id, provider, object_key, size_bytes) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(obj.provider.as_str())
+    .bind(&obj.object_key)
+    .bind(obj.size_bytes)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let usage: Usage = sqlx::query_as(
+        "INSERT INTO storage_usage (provider, bytes_used, file_count) VALUES ($1, $2, $3) \
+         ON CONFLICT (provider) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
+         file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
+         RETURNING provider, bytes_used, file_count",
+    )
+    .bind(obj.provider.as_str())
+    .bind(if inserted == 1 { obj.size_bytes } else { 0 })
+    .bind(inserted as i64)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(usage))
+}
+
+/// What a DELETE did to a job.
+#[derive(Debug)]
+pub enum DeleteOutcome {
+    /// Was queued or retrying: now cancelled, the worker will skip it.
+    Cancelled(JobRow),
+    /// Had a stored object: its record and usage are removed; delete `object_key` from
+    /// `provider` next.
+    ObjectReleased {
+        job: JobRow,
+        provider: String,
+        object_key: String,
+    },
+    /// Running right now: nothing changed.
+    Running(JobRow),
+    /// Nothing to do (already cancelled, failed, or its object already deleted).
+    Unchanged(JobRow),
+    NotFound,
+}
+
+/// [`Transition::Cancel`] for a waiting job, or, for a succeeded one, releases its object
+/// from the accounting; in one transaction that locks the row so no worker claims it
+/// meanwhile.
+pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(job) = row else {
+        return Ok(DeleteOutcome::NotFound);
+    };
+    let outcome = match job.status {
+        s if Transition::Cancel.allowed_from(s) => {
+            let job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET status = $2, finished_at = now(), updated_at = now() \
+                 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(id)
+            .bind(Transition::Cancel.to())
+            .fetch_one(&mut *tx)
+            .await?;
+            DeleteOutcome::Cancelled(job)
+        }
+        JobStatus::Running => DeleteOutcome::Running(job),
+        JobStatus::Succeeded if job.deleted_at.is_none() => {
+            let file: Option<(String, String, i64)> = sqlx::query_as(
+                "DELETE FROM stored_files WHERE job_id = $1 RETURNING provider, object_key, size_bytes",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((provider, _, size)) = &file {
+                sqlx::query(
+                    "UPDATE storage_usage SET bytes_used = bytes_used - $2, file_count = file_count - 1, \
+                     updated_at = now() WHERE provider = $1",
+                )
+                .bind(provider)
+                .bind(size)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let job: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE jobs SET deleted_at = now(), updated_at = now() WHERE id = $1 RETURNING {JOB_COLUMNS}"
+            )))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            match file {
+                Some((provider, object_key, _)) => DeleteOutcome::ObjectReleased {
+                    job,
+                    provider,
+                    object_key,
+                },
+                None => DeleteOutcome::Unchanged(job),
+            }
+        }
+        _ => DeleteOutcome::Unchanged(job),
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}

@@ -1,0 +1,21 @@
+//! Video sources: each turns a URL into a [`Media`] stream for the storage ingest pipeline.
+//! One file per source kind (today [`direct`]); the egress settings in [`egress`].
+
+pub mod direct;
+pub mod egress;
+
+use std::future::Future;
+
+use clipstash_domain::{JobError, Media, VideoSource};
+
+pub use direct::{DirectHttp, FetchLimits};
+pub use egress::NetworkArgs;
+
+/// A kind of video source.
+pub trait Source {
+    /// The `source` of a job and the `provider` label of `downloads_total`.
+    fn kind(&self) -> VideoSource;
+
+    /// Opens the media behind `url`. Errors carry their stable code and retry class.
+    fn open(&self, url: &str) -> impl Future<Output = Result<Media, JobError>> + Send;
+}

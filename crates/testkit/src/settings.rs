@@ -1,0 +1,58 @@
+//! Settings for in-process servers, built in one place so every test starts from the same
+//! values (fast heartbeats, retries and timeouts; loopback sources allowed).
+
+use std::path::Path;
+use std::time::Duration;
+
+use clipstash_runtime::{CommonArgs, GaugeArgs};
+use clipstash_sources::NetworkArgs;
+use clipstash_storage::StorageArgs;
+
+use crate::{TestDb, TestQueue};
+
+/// The groups both binaries share, pointing at the test's database, queue and folder.
+pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs {
+    CommonArgs {
+        database: db.args(),
+        redis: queue.args(),
+        storage: StorageArgs {
+            storage_dir: storage_dir.to_path_buf(),
+            storage_quota_bytes: 0,
+        },
+        gauges: GaugeArgs {
+            storage_refresh: Duration::from_secs(60),
+            queue_refresh: Duration::from_secs(1),
+        },
+        network: NetworkArgs {
+            allow_private_networks: true,
+        },
+    }
+}
+
+/// API settings on a port from the OS.
+pub fn api(common: CommonArgs) -> clipstash_api::Settings {
+    clipstash_api::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: None,
+        http_workers: Some(2),
+        common,
+    }
+}
+
+/// Worker settings with fast retries and timeouts.
+pub fn worker(common: CommonArgs) -> clipstash_worker::Settings {
+    clipstash_worker::Settings {
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        concurrency: 4,
+        worker_name: "test".into(),
+        poll_interval: Duration::from_millis(20),
+        max_retries: 3,
+        retry_base: Duration::from_millis(10),
+        attempt_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
+        max_file_bytes: 200 * 1024 * 1024,
+        shutdown_grace: Duration::from_millis(500),
+        common,
+    }
+}

@@ -1,0 +1,69 @@
+//! Running one download job: claim it in Postgres, run the attempt loop ([`attempts`]),
+//! record the outcome. Every job outcome (success, permanent failure, retries exhausted,
+//! cancelled) is reported to apalis as done; only a failure of our own infrastructure
+//! (Postgres unreachable) is an error, which apalis schedules again.
+
+pub mod attempts;
+pub mod lock;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Data};
+use clipstash_db::transitions;
+use clipstash_domain::{DownloadJob, ErrorCode};
+use clipstash_sources::DirectHttp;
+use clipstash_storage::Storage;
+use futures_util::FutureExt;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub use attempts::Interrupted;
+
+/// Everything a job needs; shared by all jobs of a process.
+pub struct JobContext {
+    pub pool: PgPool,
+    pub storage: Storage,
+    pub direct: DirectHttp,
+    /// Largest file accepted; the ingest pipeline's hard cap.
+    pub max_file_bytes: u64,
+    /// First attempt plus retries.
+    pub max_attempts: i32,
+    /// Delay before the first retry (doubled each time, with jitter).
+    pub retry_base: Duration,
+    pub attempt_timeout: Duration,
+    /// Fires on SIGTERM: a job waiting to retry hands itself back instead of sleeping.
+    pub shutdown: CancellationToken,
+}
+
+/// The apalis handler.
+pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), BoxDynError> {
+    let id = job.job_id;
+    match AssertUnwindSafe(ctx.process(job)).catch_unwind().await {
+        Ok(result) => result.map_err(|e| {
+            tracing::warn!(%id, error = ?e, "job interrupted; the queue will deliver it again");
+            e.into()
+        }),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(%id, panic = %what, "job panicked");
+            let code = ErrorCode::InternalError;
+            code.record();
+            // The lock connection was closed as the panic unwound; record the failure anew.
+            transitions::record_failure(
+                &ctx.pool,
+                id,
+                code,
+                "the worker failed unexpectedly",
+                false,
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}

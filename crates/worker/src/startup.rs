@@ -1,0 +1,148 @@
+//! Building and running a worker process: connect, bind `/metrics`, take jobs, drain.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use clipstash_queue::Queue;
+use clipstash_runtime::gauges;
+use clipstash_sources::{DirectHttp, FetchLimits};
+use clipstash_storage::Storage;
+use metrics_core::Exporter;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::JobContext;
+use crate::settings::Settings;
+use crate::supervisor::{supervise, unique_name};
+
+/// A worker process, built and bound but not yet taking jobs.
+pub struct Worker {
+    settings: Settings,
+    ctx: Arc<JobContext>,
+    queue: Queue,
+    exporter: Exporter,
+    metrics_server: Server,
+    metrics_addr: SocketAddr,
+    name: String,
+}
+
+impl Worker {
+    /// Connects and starts serving `/metrics` on `metrics_listener`; takes no job until
+    /// [`run`](Worker::run). `exporter` renders `/metrics`; whether it is the process's
+    /// installed recorder is the caller's decision (`main` installs it; tests may not).
+    pub async fn build(
+        settings: Settings,
+        exporter: Exporter,
+        metrics_listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let common = &settings.common;
+        // One connection per running job holds its lock, plus room for the sampler.
+        let pool = common
+            .database
+            .connect(settings.concurrency + 2)
+            .await
+            .context("DATABASE_URL: cannot connect to Postgres")?;
+        let queue = Queue::connect(&common.redis).await?;
+        let storage = Storage::from_args(&common.storage)?;
+        let direct = DirectHttp::new(FetchLimits {
+            idle_timeout: settings.idle_timeout,
+            connect_timeout: settings.connect_timeout,
+        })?;
+
+        let listener = metrics_listener;
+        let metrics_addr = listener.local_addr()?;
+        let ex = exporter.clone();
+        let metrics_server = HttpServer::new(move || {
+            let ex = ex.clone();
+            App::new()
+                .configure(metrics_core::http::configure(ex.clone()))
+                .route(
+                    "/healthz",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+                    }),
+                )
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+
+        let name = unique_name(&settings.worker_name);
+        let shutdown = CancellationToken::new();
+        let ctx = Arc::new(JobContext {
+            pool,
+            storage,
+            direct,
+            max_file_bytes: settings.max_file_bytes,
+            max_attempts: settings.max_retries as i32 + 1,
+            retry_base: settings.retry_base,
+            attempt_timeout: settings.attempt_timeout,
+            shutdown,
+        });
+        Ok(Self {
+            settings,
+            ctx,
+            queue,
+            exporter,
+            metrics_server,
+            metrics_addr,
+            name,
+        })
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// This process's unique worker name in Redis (a restart count is appended per run).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes jobs until `shutdown` fires; then stops taking jobs, lets running ones finish
+    /// within the grace period, and hands back whatever is left.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let background = CancellationToken::new();
+        let upkeep = self.exporter.spawn_upkeep(background.clone());
+        let sampler = gauges::spawn_sampler(
+            self.ctx.pool.clone(),
+            self.queue.clone(),
+            &self.ctx.storage,
+            self.settings.common.gauges.storage_refresh,
+            self.settings.common.gauges.queue_refresh,
+            background.clone(),
+        );
+        let metrics_handle = self.metrics_server.handle();
+        let metrics_task = tokio::spawn(self.metrics_server);
+        // Jobs see the shutdown too: a job waiting to retry hands itself back at once.
+        let job_shutdown = self.ctx.shutdown.clone();
+        let forward = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                job_shutdown.cancel();
+            })
+        };
+
+        supervise(
+            &self.queue,
+            &self.name,
+            &self.ctx,
+            &self.settings,
+            shutdown.clone(),
+        )
+        .await;
+
+        forward.abort();
+        background.cancel();
+        metrics_handle.stop(true).await;
+        let _ = tokio::join!(upkeep, sampler, metrics_task);
+        self.ctx.pool.close().await;
+        tracing::info!(worker = %self.name, "stopped");
+        Ok(())
+    }
+}
