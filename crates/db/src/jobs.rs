@@ -75,3 +75,139 @@ pub async fn list_jobs(
     .fetch_all(pool)
     .await
 }
+
+/// An `Idempotency-Key` and the SHA-256 (hex) of the canonical request body it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    pub request_sha256: &'a str,
+}
+
+/// What an idempotent insert found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new job.
+    Created(JobRow),
+    /// The key was used before with the same body: the job it created.
+    Replayed(JobRow),
+    /// The key was used before with another body.
+    KeyReused,
+}
+
+/// Inserts a new queued job under an idempotency key, or returns the job the key already
+/// created. The unique index on the key decides between concurrent duplicates: a second
+/// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and then inserts
+/// nothing; the follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
+pub async fn insert_job_idempotent(
+    pool: &PgPool,
+    id: Uuid,
+    url: &str,
+    source: VideoSource,
+    key: IdempotencyKey<'_>,
+) -> Result<Inserted, sqlx::Error> {
+    // Retention could delete the winner between the two statements: try again then.
+    for _ in 0..3 {
+        let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO jobs (id, url, source, status, idempotency_key, request_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(url)
+        .bind(source)
+        .bind(JobStatus::Queued)
+        .bind(key.key)
+        .bind(key.request_sha256)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(row) = created {
+            return Ok(Inserted::Created(row));
+        }
+        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT request_sha256, {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+        )))
+        .bind(key.key)
+        .fetch_optional(pool)
+        .await?;
+        match found {
+            Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
+                return Ok(Inserted::Replayed(f.row));
+            }
+            Some(_) => return Ok(Inserted::KeyReused),
+            None => continue,
+        }
+    }
+    Err(sqlx::Error::RowNotFound)
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRowWithHash {
+    request_sha256: Option<String>,
+    #[sqlx(flatten)]
+    row: JobRow,
+}
+
+/// A live job (`queued`, `retrying` or `running`) not updated for a while: what the sweeper
+/// checks against Redis.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StaleJob {
+    pub id: Uuid,
+    pub url: String,
+    pub status: JobStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` jobs that are `queued`/`retrying` and not updated for `grace`, or `running`
+/// and not updated for `orphan_after`; oldest first.
+pub async fn stale_live_jobs(
+    pool: &PgPool,
+    grace: std::time::Duration,
+    orphan_after: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<StaleJob>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, url, status, created_at FROM jobs \
+         WHERE (status IN ($1, $2) AND updated_at < now() - make_interval(secs => $4)) \
+            OR (status = $3 AND updated_at < now() - make_interval(secs => $5)) \
+         ORDER BY updated_at LIMIT $6",
+    )
+    .bind(JobStatus::Queued)
+    .bind(JobStatus::Retrying)
+    .bind(JobStatus::Running)
+    .bind(grace.as_secs_f64())
+    .bind(orphan_after.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes up to `limit` finished jobs that finished more than `older_than` ago, keeping
+/// every job whose object is still stored (it has a `stored_files` row). Returns how many
+/// rows went.
+pub async fn delete_finished_before(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    use strum::VariantArray;
+    let terminal: Vec<&str> = JobStatus::VARIANTS
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id IN ( \
+           SELECT j.id FROM jobs j \
+           WHERE j.status = ANY($1) AND j.finished_at < now() - make_interval(secs => $2) \
+             AND NOT EXISTS (SELECT 1 FROM stored_files f WHERE f.job_id = j.id) \
+           LIMIT $3)",
+    )
+    .bind(terminal)
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done)
+}

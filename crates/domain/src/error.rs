@@ -62,6 +62,8 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     JobRunning,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
     // API dependency failures.
     DatabaseUnavailable,
     QueueUnavailable,
@@ -103,6 +105,8 @@ impl ErrorCode {
             NotFound => (Validation, 404),
             MethodNotAllowed => (Validation, 405),
             JobRunning => (Validation, 409),
+            InvalidIdempotencyKey => (Validation, 400),
+            IdempotencyKeyReused => (Validation, 422),
             DatabaseUnavailable => (Internal, 503),
             QueueUnavailable => (Internal, 503),
             StorageUnavailable => (Internal, 503),
