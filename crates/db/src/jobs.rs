@@ -158,25 +158,29 @@ pub struct StaleJob {
     pub created_at: DateTime<Utc>,
 }
 
-/// Up to `limit` jobs that are `queued`/`retrying` and not updated for `grace`, or `running`
-/// and not updated for `orphan_after`; oldest first.
+/// Up to `limit` jobs, ids after `after` in id order (keyset pages), that are
+/// `queued`/`retrying` and not updated for `grace`, or `running` and not updated for
+/// `orphan_after`.
 pub async fn stale_live_jobs(
     pool: &PgPool,
     grace: std::time::Duration,
     orphan_after: std::time::Duration,
+    after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<StaleJob>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, url, status, created_at FROM jobs \
-         WHERE (status IN ($1, $2) AND updated_at < now() - make_interval(secs => $4)) \
-            OR (status = $3 AND updated_at < now() - make_interval(secs => $5)) \
-         ORDER BY updated_at LIMIT $6",
+         WHERE ((status IN ($1, $2) AND updated_at < now() - make_interval(secs => $4)) \
+             OR (status = $3 AND updated_at < now() - make_interval(secs => $5))) \
+           AND ($6::uuid IS NULL OR id > $6) \
+         ORDER BY id LIMIT $7",
     )
     .bind(JobStatus::Queued)
     .bind(JobStatus::Retrying)
     .bind(JobStatus::Running)
     .bind(grace.as_secs_f64())
     .bind(orphan_after.as_secs_f64())
+    .bind(after)
     .bind(limit)
     .fetch_all(pool)
     .await

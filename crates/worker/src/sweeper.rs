@@ -15,6 +15,7 @@
 //! A copy that still slips through (the job finished between the read and the push) is
 //! dropped by the claim's lock and the transitions' guards.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use clipstash_db::{jobs, transitions};
@@ -29,7 +30,7 @@ pub const REASON_NOT_IN_QUEUE: &str = "not_in_queue";
 /// `reason` of a `running` job whose worker is gone (no lock held).
 pub const REASON_ORPHANED: &str = "orphaned";
 
-/// Rows looked at per sweep; the rest wait for the next one.
+/// Rows read per page.
 const BATCH: i64 = 500;
 /// Done tasks pruned per Redis script call.
 const PRUNE_BATCH: usize = 500;
@@ -77,48 +78,77 @@ impl Sweeper {
         })
     }
 
+    /// Pushes the jobs of `page` that no live worker holds and Redis no longer holds.
+    async fn requeue_lost(
+        &self,
+        page: Vec<jobs::StaleJob>,
+        report: &mut SweepReport,
+    ) -> anyhow::Result<()> {
+        if page.is_empty() {
+            return Ok(());
+        }
+        // A job a live worker holds (running, or waiting out a retry backoff) is its. A queued
+        // job holds no lock (the claim takes it and leaves `queued` at once): not testing it
+        // saves a round trip and never makes a concurrent claim see it as busy.
+        let mut conn = self.pool.acquire().await?;
+        let mut free = Vec::with_capacity(page.len());
+        for job in page {
+            if job.status == JobStatus::Queued {
+                free.push(job);
+                continue;
+            }
+            match transitions::is_locked(&mut conn, job.id).await {
+                Ok(true) => {}
+                Ok(false) => free.push(job),
+                Err(e) => {
+                    // The lock may still be held on this session: never pool it again.
+                    drop(conn.detach());
+                    return Err(e.into());
+                }
+            }
+        }
+        drop(conn);
+        let ids: Vec<_> = free.iter().map(|j| j.id).collect();
+        let missing: HashSet<_> = self.queue.missing(&ids).await?.into_iter().collect();
+        for job in free.into_iter().filter(|j| missing.contains(&j.id)) {
+            self.queue
+                .push(&DownloadJob {
+                    job_id: job.id,
+                    url: job.url,
+                    enqueued_at: job.created_at,
+                })
+                .await?;
+            let reason = if job.status == JobStatus::Running {
+                report.orphans += 1;
+                REASON_ORPHANED
+            } else {
+                report.requeued += 1;
+                REASON_NOT_IN_QUEUE
+            };
+            tracing::info!(id = %job.id, status = %job.status, reason, "re-enqueued a job Redis no longer held");
+            metrics_core::record_requeue(reason);
+        }
+        Ok(())
+    }
+
     /// One sweep: prune, re-enqueue, apply retention.
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport {
             pruned: self.queue.prune_done(PRUNE_BATCH).await?,
             ..Default::default()
         };
-        let stale = jobs::stale_live_jobs(&self.pool, self.grace, self.orphan_after, BATCH).await?;
-        if !stale.is_empty() {
-            // Jobs a live worker holds (running, or waiting out a retry backoff) are its.
-            let mut conn = self.pool.acquire().await?;
-            let mut free = Vec::with_capacity(stale.len());
-            for job in stale {
-                match transitions::is_locked(&mut conn, job.id).await {
-                    Ok(true) => {}
-                    Ok(false) => free.push(job),
-                    Err(e) => {
-                        // The lock may still be held on this session: never pool it again.
-                        drop(conn.detach());
-                        return Err(e.into());
-                    }
-                }
-            }
-            drop(conn);
-            let ids: Vec<_> = free.iter().map(|j| j.id).collect();
-            let missing = self.queue.missing(&ids).await?;
-            for job in free.into_iter().filter(|j| missing.contains(&j.id)) {
-                self.queue
-                    .push(&DownloadJob {
-                        job_id: job.id,
-                        url: job.url,
-                        enqueued_at: job.created_at,
-                    })
+        // Page through every candidate: after a flush the backlog may be far larger than
+        // one page, and re-pushed rows stay candidates until a worker claims them.
+        let mut after = None;
+        loop {
+            let page =
+                jobs::stale_live_jobs(&self.pool, self.grace, self.orphan_after, after, BATCH)
                     .await?;
-                let reason = if job.status == JobStatus::Running {
-                    report.orphans += 1;
-                    REASON_ORPHANED
-                } else {
-                    report.requeued += 1;
-                    REASON_NOT_IN_QUEUE
-                };
-                tracing::info!(id = %job.id, status = %job.status, reason, "re-enqueued a job Redis no longer held");
-                metrics_core::record_requeue(reason);
+            after = page.last().map(|j| j.id);
+            let full = page.len() as i64 == BATCH;
+            self.requeue_lost(page, &mut report).await?;
+            if !full {
+                break;
             }
         }
         if let Some(retention) = self.retention {

@@ -583,3 +583,32 @@ async fn a_running_job_whose_worker_is_gone_is_reaped_but_a_live_one_is_not() {
     assert_eq!(env.usage().await, (5000, 2));
     worker.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_sweep_re_enqueues_a_backlog_larger_than_a_page() {
+    // As after a Redis flush with a deep backlog: 1200 queued rows, none in Redis.
+    let env = Env::new().await;
+    sqlx::query(
+        "INSERT INTO jobs (id, url, source, status, updated_at) \
+         SELECT gen_random_uuid(), 'https://x.example/v', 'direct', 'queued', \
+                now() - interval '1 hour' FROM generate_series(1, 1200)",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let s = env.settings();
+    let sweeper = clipstash_worker::sweeper::Sweeper {
+        pool: env.db.pool.clone(),
+        queue: env.producer.clone(),
+        interval: s.sweep_interval,
+        grace: s.sweep_grace,
+        orphan_after: s.common.redis.orphan_timeout(),
+        retention: None,
+    };
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(report.requeued, 1200, "{report:?}");
+    assert_eq!(env.producer.stats().await.unwrap().pending, 1200);
+    // Redis holds them all now: the next sweep pushes nothing.
+    assert_eq!(sweeper.sweep().await.unwrap().requeued, 0);
+    assert_eq!(env.producer.stats().await.unwrap().pending, 1200);
+}
