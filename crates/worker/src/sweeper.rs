@@ -60,7 +60,12 @@ impl Sweeper {
     /// the next tick.
     pub fn spawn(self, stop: CancellationToken) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(self.interval);
+            // The first sweep after one interval: at start-up the API's pushes of the last
+            // moments are still within their grace anyway.
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + self.interval,
+                self.interval,
+            );
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
