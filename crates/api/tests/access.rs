@@ -367,10 +367,12 @@ async fn concurrent_submits_never_exceed_the_active_jobs_cap() {
     assert_eq!(active, i64::from(cap));
 
     // A finished job frees its place.
-    sqlx::query("UPDATE jobs SET status = 'succeeded' WHERE id = (SELECT id FROM jobs ORDER BY id LIMIT 1)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET status = 'succeeded' WHERE id = (SELECT id FROM jobs ORDER BY id LIMIT 1)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(
         submit(&one, &k, "https://a.example/w.mp4").await.status,
         202
