@@ -12,6 +12,7 @@ use metrics_core::Exporter;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, AuthMode, KeyCache, RateLimiter};
 use crate::settings::Settings;
 use crate::{MAX_BODY_BYTES, error, middleware, routes};
 
@@ -20,6 +21,7 @@ pub struct AppState {
     pub pool: PgPool,
     pub queue: Queue,
     pub storage: Storage,
+    pub access: Access,
 }
 
 /// A bound, not yet running API.
@@ -48,10 +50,30 @@ impl Application {
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
+        let access = &settings.access;
+        if access.auth == AuthMode::Off {
+            tracing::warn!(
+                "CLIPSTASH_AUTH=off: /v1 is open to anyone who can reach {} with no API key and \
+                 no per-key limit. Use this for local runs only",
+                settings.listen
+            );
+        }
+        // Its own connection: a slow rate-limit script never queues behind an enqueue.
+        let limiter_conn = clipstash_queue::connect(&common.redis.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        let access = Access {
+            mode: access.auth,
+            cache: KeyCache::new(access.auth_cache_ttl),
+            limiter: RateLimiter::new(limiter_conn, &common.redis.queue),
+            default_rate_per_minute: access.rate_per_minute,
+            default_max_active_jobs: access.max_active_jobs,
+        };
         let state = web::Data::new(AppState {
             pool,
             queue,
             storage,
+            access,
         });
 
         let listener = TcpListener::bind(settings.listen)

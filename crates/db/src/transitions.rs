@@ -6,7 +6,7 @@ use clipstash_domain::{ErrorCode, JobStatus, StoredObject, Transition};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::jobs::{JOB_COLUMNS, JobRow};
+use crate::jobs::{JOB_COLUMNS, JobRow, Owner};
 use crate::usage::Usage;
 
 /// Postgres advisory-lock key of a job: the job runs only while its worker holds this lock
@@ -197,11 +197,22 @@ pub enum DeleteOutcome {
 /// from the accounting; in one transaction that locks the row so no worker claims it
 /// meanwhile.
 pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
+    delete_job_of(pool, id, Owner::Any).await
+}
+
+/// [`delete_job`] for `owner`: another owner's job is [`DeleteOutcome::NotFound`].
+pub async fn delete_job_of(
+    pool: &PgPool,
+    id: Uuid,
+    owner: Owner,
+) -> Result<DeleteOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR api_key_id = $2) \
+         FOR UPDATE"
     )))
     .bind(id)
+    .bind(owner.filter())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(job) = row else {

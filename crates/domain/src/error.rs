@@ -62,6 +62,11 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     JobRunning,
+    // Access: no key, an unknown or revoked key, a key over one of its limits.
+    Unauthenticated,
+    InvalidApiKey,
+    RateLimited,
+    TooManyActiveJobs,
     // API dependency failures.
     DatabaseUnavailable,
     QueueUnavailable,
@@ -103,6 +108,10 @@ impl ErrorCode {
             NotFound => (Validation, 404),
             MethodNotAllowed => (Validation, 405),
             JobRunning => (Validation, 409),
+            Unauthenticated => (Validation, 401),
+            InvalidApiKey => (Validation, 401),
+            RateLimited => (Validation, 429),
+            TooManyActiveJobs => (Validation, 429),
             DatabaseUnavailable => (Internal, 503),
             QueueUnavailable => (Internal, 503),
             StorageUnavailable => (Internal, 503),

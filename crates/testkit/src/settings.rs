@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use clipstash_api::auth::{AccessArgs, AuthMode};
 use clipstash_runtime::{CommonArgs, GaugeArgs};
 use clipstash_sources::NetworkArgs;
 use clipstash_storage::StorageArgs;
@@ -29,13 +30,28 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
     }
 }
 
-/// API settings on a port from the OS.
+/// API settings on a port from the OS, with auth off (suites that are not about access
+/// need no key); [`access`] gives the settings with auth on.
 pub fn api(common: CommonArgs) -> clipstash_api::Settings {
     clipstash_api::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: None,
         http_workers: Some(2),
+        access: AccessArgs {
+            auth: AuthMode::Off,
+            ..access()
+        },
         common,
+    }
+}
+
+/// Access settings with auth required and a 1 s key cache (revocation tests wait that long).
+pub fn access() -> AccessArgs {
+    AccessArgs {
+        auth: AuthMode::Required,
+        rate_per_minute: 10_000,
+        max_active_jobs: 1_000,
+        auth_cache_ttl: Duration::from_secs(1),
     }
 }
 

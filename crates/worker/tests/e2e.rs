@@ -65,6 +65,8 @@ impl Stack {
         let mut env = self.env();
         env.push(("CLIPSTASH_LISTEN", format!("127.0.0.1:{}", self.api_port)));
         env.push(("CLIPSTASH_HTTP_WORKERS", "2".into()));
+        // Access has its own tests (crates/api/tests/access.rs); these are about the job path.
+        env.push(("CLIPSTASH_AUTH", "off".into()));
         let api = Proc::spawn("clipstash-api", &["serve"], &env);
         wait_healthy(&api, &self.api_url("/readyz")).await;
         self.api = Some(api);

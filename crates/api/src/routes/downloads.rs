@@ -1,6 +1,6 @@
 //! `/v1/downloads`: submit, follow, list, cancel and delete download jobs.
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use clipstash_db::usage::storage_usage;
@@ -14,6 +14,8 @@ use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::ApiError;
 
 /// Longest URL accepted.
@@ -112,15 +114,29 @@ pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
     Ok(url)
 }
 
+/// Suggested wait before submitting again when a key is at its active-jobs cap.
+const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
+
 pub async fn create_download(
     state: web::Data<AppState>,
+    caller: Caller,
     body: web::Json<CreateDownload>,
 ) -> Result<HttpResponse, ApiError> {
     let url = validate_url(&body.url)?;
     let id = Uuid::now_v7();
-    let job = jobs::insert_job(&state.pool, id, url.as_str(), VideoSource::for_url(&url))
-        .await
-        .map_err(ApiError::database)?;
+    let source = VideoSource::for_url(&url);
+    let job = match &caller {
+        Caller::Anonymous => jobs::insert_job(&state.pool, id, url.as_str(), source)
+            .await
+            .map_err(ApiError::database)?,
+        Caller::Key(key) => {
+            let cap = key.max_active_jobs;
+            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key.id, cap.into())
+                .await
+                .map_err(ApiError::database)?
+                .map_err(|_| too_many_active(cap))?
+        }
+    };
     let task = DownloadJob {
         job_id: id,
         url: job.url.clone(),
@@ -148,6 +164,28 @@ pub async fn create_download(
         .json(JobView::from(job)))
 }
 
+/// The key already has `cap` jobs queued, running or retrying.
+fn too_many_active(cap: u32) -> ApiError {
+    let value = |s: String| HeaderValue::from_str(&s).expect("ascii");
+    ApiError::new(
+        ErrorCode::TooManyActiveJobs,
+        format!(
+            "this key already has {cap} jobs queued, running or retrying; wait for one to end or cancel one"
+        ),
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(ACTIVE_JOBS_RETRY_AFTER_SECS))
+    .with_header(
+        RATELIMIT_POLICY.clone(),
+        value(format!("\"active-jobs\";q={cap}")),
+    )
+    .with_header(
+        RATELIMIT.clone(),
+        value(format!(
+            "\"active-jobs\";r=0;t={ACTIVE_JOBS_RETRY_AFTER_SECS}"
+        )),
+    )
+}
+
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::new(ErrorCode::InvalidId, "job id must be a UUID"))
 }
@@ -158,10 +196,11 @@ fn not_found(id: Uuid) -> ApiError {
 
 pub async fn get_download(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let job = jobs::get_job(&state.pool, id)
+    let job = jobs::get_job_of(&state.pool, id, caller.owner())
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| not_found(id))?;
@@ -184,6 +223,7 @@ pub struct JobPage {
 
 pub async fn list_downloads(
     state: web::Data<AppState>,
+    caller: Caller,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let bad = ApiError::new;
@@ -213,9 +253,15 @@ pub async fn list_downloads(
             )
         })?),
     };
-    let rows = jobs::list_jobs(&state.pool, status, before, i64::from(limit))
-        .await
-        .map_err(ApiError::database)?;
+    let rows = jobs::list_jobs(
+        &state.pool,
+        caller.owner(),
+        status,
+        before,
+        i64::from(limit),
+    )
+    .await
+    .map_err(ApiError::database)?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
@@ -227,10 +273,11 @@ pub async fn list_downloads(
 
 pub async fn delete_download(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    match transitions::delete_job(&state.pool, id)
+    match transitions::delete_job_of(&state.pool, id, caller.owner())
         .await
         .map_err(ApiError::database)?
     {
