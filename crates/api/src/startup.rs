@@ -7,6 +7,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::{GaugeArgs, gauges};
+use clipstash_sources::EgressPolicy;
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use sqlx::PgPool;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub queue: Queue,
     pub storage: Storage,
+    /// Refuses URLs whose host is a literal forbidden address at submit time.
+    pub egress: EgressPolicy,
 }
 
 /// A bound, not yet running API.
@@ -52,6 +55,7 @@ impl Application {
             pool,
             queue,
             storage,
+            egress: EgressPolicy::new(&common.network),
         });
 
         let listener = TcpListener::bind(settings.listen)
