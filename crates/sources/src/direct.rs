@@ -56,11 +56,12 @@ impl Source for DirectHttp {
     }
 
     async fn open(&self, url: &str) -> Result<Media, JobError> {
-        let call = Tracker::start(&SourceOperation::DownloadVideo);
-        // Parsed once: the guard checks the very host the client will connect to.
+        // Parsed once: the guard checks the very host the client will connect to. A URL
+        // refused here makes no call, so it is not counted as one.
         let url = url::Url::parse(url)
             .map_err(|e| JobError::new(ErrorCode::InvalidUrl, format!("unparsable URL: {e}")))?;
         self.egress.check_url(&url).map_err(|f| forbidden(&f))?;
+        let call = Tracker::start(&SourceOperation::DownloadVideo);
         let response = self
             .client
             .get(url)

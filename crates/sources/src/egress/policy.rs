@@ -291,7 +291,14 @@ fn parse_entry(raw: &str) -> Result<AllowEntry, AllowlistError> {
             .rsplit_once(':')
             .map(|(h, p)| (h.to_string(), p))
             .ok_or_else(|| {
-                err("needs a port (host:port), or a CIDR (10.1.2.3/32) for every port")
+                let every_port = match raw.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(ip)) => format!("{ip}/32"),
+                    Ok(IpAddr::V6(ip)) => format!("{ip}/128"),
+                    Err(_) => "a CIDR block".to_string(),
+                };
+                err(&format!(
+                    "needs a port (host:port), or {every_port} for every port"
+                ))
             })?,
     };
     if host.is_empty() {
@@ -492,6 +499,8 @@ mod tests {
         }
         let e = "10.1.2.3/8".parse::<Allowlist>().unwrap_err();
         assert!(e.to_string().contains("10.0.0.0/8"), "{e}");
+        let e = "10.1.2.3".parse::<Allowlist>().unwrap_err();
+        assert!(e.to_string().contains("10.1.2.3/32 for every port"), "{e}");
     }
 
     #[test]
