@@ -7,6 +7,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::{GaugeArgs, gauges};
+use clipstash_sources::EgressPolicy;
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use sqlx::PgPool;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub queue: Queue,
     pub storage: Storage,
     pub access: Access,
+    /// Refuses URLs whose host is a literal forbidden address at submit time.
+    pub egress: EgressPolicy,
 }
 
 /// A bound, not yet running API.
@@ -74,6 +77,7 @@ impl Application {
             queue,
             storage,
             access,
+            egress: EgressPolicy::new(&common.network),
         });
 
         let listener = TcpListener::bind(settings.listen)

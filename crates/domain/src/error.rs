@@ -84,6 +84,9 @@ pub enum ErrorCode {
     Truncated,
     TooManyRedirects,
     UnsupportedContentType,
+    /// The egress guard refused the destination (a loopback, private, link-local, ...
+    /// address): answered at submit time for an IP literal, or failing the job at fetch.
+    ForbiddenAddress,
     FileTooLarge,
     StorageError,
     RedeliveryLimit,
@@ -126,6 +129,7 @@ impl ErrorCode {
             Truncated => (Transient, 502),
             TooManyRedirects => (Permanent, 502),
             UnsupportedContentType => (Permanent, 422),
+            ForbiddenAddress => (Permanent, 422),
             FileTooLarge => (Permanent, 413),
             StorageError => (Transient, 503),
             RedeliveryLimit => (Permanent, 500),
@@ -209,5 +213,7 @@ mod tests {
         }
         assert!(ErrorCode::SourceServerError.is_transient());
         assert!(!ErrorCode::SourceNotFound.is_transient());
+        assert!(!ErrorCode::ForbiddenAddress.is_transient());
+        assert_eq!(ErrorCode::ForbiddenAddress.http_status(), 422);
     }
 }

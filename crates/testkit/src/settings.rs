@@ -7,6 +7,7 @@ use std::time::Duration;
 use clipstash_api::auth::{AccessArgs, AuthMode};
 use clipstash_runtime::{CommonArgs, GaugeArgs};
 use clipstash_sources::NetworkArgs;
+use clipstash_sources::egress::Allowlist;
 use clipstash_storage::StorageArgs;
 
 use crate::{TestDb, TestQueue};
@@ -26,6 +27,7 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
         },
         network: NetworkArgs {
             allow_private_networks: true,
+            egress_allow: Allowlist::default(),
         },
     }
 }

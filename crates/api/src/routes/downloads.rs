@@ -7,6 +7,7 @@ use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
 use clipstash_runtime::gauges;
+use clipstash_sources::EgressPolicy;
 use metrics_core::Task;
 use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
@@ -88,8 +89,10 @@ pub struct CreateDownload {
     pub url: String,
 }
 
-/// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length.
-pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
+/// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length,
+/// and no host the egress guard refuses without resolving it (an IP literal such as
+/// 127.0.0.1 or 169.254.169.254): fast feedback; names are checked when fetched.
+pub fn validate_url(raw: &str, egress: &EgressPolicy) -> Result<url::Url, ApiError> {
     let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidUrl, msg);
     let raw = raw.trim();
     if raw.is_empty() {
@@ -111,6 +114,9 @@ pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("url must not contain credentials"));
     }
+    egress
+        .check_url(&url)
+        .map_err(|f| ApiError::new(ErrorCode::ForbiddenAddress, f.to_string()))?;
     Ok(url)
 }
 
@@ -122,7 +128,7 @@ pub async fn create_download(
     caller: Caller,
     body: web::Json<CreateDownload>,
 ) -> Result<HttpResponse, ApiError> {
-    let url = validate_url(&body.url)?;
+    let url = validate_url(&body.url, &state.egress)?;
     let id = Uuid::now_v7();
     let source = VideoSource::for_url(&url);
     let job = match &caller {
