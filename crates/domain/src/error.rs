@@ -62,6 +62,8 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     JobRunning,
+    FileNotFound,
+    RangeNotSatisfiable,
     // API dependency failures.
     DatabaseUnavailable,
     QueueUnavailable,
@@ -81,6 +83,7 @@ pub enum ErrorCode {
     UnsupportedContentType,
     FileTooLarge,
     StorageError,
+    StorageFull,
     RedeliveryLimit,
 }
 
@@ -103,6 +106,8 @@ impl ErrorCode {
             NotFound => (Validation, 404),
             MethodNotAllowed => (Validation, 405),
             JobRunning => (Validation, 409),
+            FileNotFound => (Validation, 404),
+            RangeNotSatisfiable => (Validation, 416),
             DatabaseUnavailable => (Internal, 503),
             QueueUnavailable => (Internal, 503),
             StorageUnavailable => (Internal, 503),
@@ -119,6 +124,7 @@ impl ErrorCode {
             UnsupportedContentType => (Permanent, 422),
             FileTooLarge => (Permanent, 413),
             StorageError => (Transient, 503),
+            StorageFull => (Transient, 507),
             RedeliveryLimit => (Permanent, 500),
         }
     }
