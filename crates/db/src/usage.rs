@@ -83,10 +83,10 @@ pub async fn reserve(
         .execute(&mut *tx)
         .await?;
     let committed: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $1) \
+        "SELECT ((SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $1) \
               + (SELECT COALESCE(SUM(r.bytes), 0) FROM storage_reservations r \
                  JOIN jobs j ON j.id = r.job_id AND j.status = 'running' \
-                 WHERE r.provider = $1 AND r.job_id <> $2)",
+                 WHERE r.provider = $1 AND r.job_id <> $2))::bigint",
     )
     .bind(provider)
     .bind(job_id)

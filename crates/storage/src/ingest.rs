@@ -20,7 +20,10 @@ use uuid::Uuid;
 
 use crate::{Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
 
-/// Reservation granularity for streams of unknown length.
+/// First reservation for a stream of unknown length; it doubles as the stream grows, by at
+/// most [`RESERVE_STEP`] at a time.
+pub const RESERVE_FIRST: u64 = 1024 * 1024;
+/// Largest growth of a reservation.
 pub const RESERVE_STEP: u64 = 64 * 1024 * 1024;
 
 /// Streams `media` into a provider chosen by the placement policy, at the job's key,
@@ -36,7 +39,7 @@ pub async fn ingest(
         return Err(too_large(len, max_bytes));
     }
     let key = Storage::object_key(job_id);
-    let first = media.expected_len.unwrap_or(RESERVE_STEP).min(max_bytes);
+    let first = media.expected_len.unwrap_or(RESERVE_FIRST).min(max_bytes);
     let (provider, mut upload) = open_upload(storage, pool, job_id, &key, first).await?;
     let mut quota = Reservation {
         pool,
@@ -122,12 +125,15 @@ struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Makes sure at least `size` bytes are reserved, growing by [`RESERVE_STEP`].
+    /// Makes sure at least `size` bytes are reserved: doubling, by at most [`RESERVE_STEP`].
     async fn cover(&mut self, size: u64, max_bytes: u64) -> Result<(), JobError> {
         if size <= self.reserved {
             return Ok(());
         }
-        let wanted = (size.div_ceil(RESERVE_STEP) * RESERVE_STEP).min(max_bytes.max(size));
+        let wanted = (self.reserved * 2)
+            .min(self.reserved + RESERVE_STEP)
+            .max(size)
+            .min(max_bytes.max(size));
         let p = self.provider;
         if usage::reserve(
             self.pool,

@@ -182,3 +182,14 @@ impl Provider {
 fn base_url(url: &Url) -> String {
     format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
 }
+
+/// Client retries of the cloud kinds: a few, within 30 s. The job's own attempt loop retries
+/// with backoff on top, and an unreachable provider should fail an attempt quickly enough
+/// for the next one to try elsewhere (object_store's default keeps trying for 3 minutes).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+        ..Default::default()
+    }
+}

@@ -19,7 +19,12 @@ pub fn build(url: &url::Url, options: &[(String, String)]) -> Result<Built, Stri
             .map_err(|_| format!("unknown option '{key}' for s3://"))?;
         builder = builder.with_config(k, value);
     }
-    let store = Arc::new(builder.build().map_err(|e| e.to_string())?);
+    let store = Arc::new(
+        builder
+            .with_retry(super::retry())
+            .build()
+            .map_err(|e| e.to_string())?,
+    );
     Ok(Built {
         store: store.clone(),
         signer: Some(store),
