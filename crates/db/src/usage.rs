@@ -10,10 +10,11 @@
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
-/// Usage rows per provider.
+/// Usage rows per provider. [`rebuild_usage`]'s SQL computes the same shard (the id's last
+/// hex digit): change both together.
 pub const USAGE_SHARDS: u128 = 16;
 
-/// The usage shard a job's file is counted in.
+/// The usage shard a job's file is counted in: the id's low 4 bits (its last hex digit).
 pub(crate) fn shard_of(job_id: Uuid) -> i16 {
     (job_id.as_u128() % USAGE_SHARDS) as i16
 }
@@ -148,4 +149,26 @@ pub async fn files_on(pool: &PgPool, provider: &str) -> Result<Vec<StoredFile>, 
     .bind(provider)
     .fetch_all(pool)
     .await
+}
+
+/// Recomputes a provider's usage from its stored files (what `storage reconcile --fix` does
+/// after deleting orphans): the shard rows are replaced in one transaction.
+pub async fn rebuild_usage(pool: &PgPool, provider: &str) -> Result<Usage, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM storage_usage WHERE provider = $1")
+        .bind(provider)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO storage_usage (provider, shard, bytes_used, file_count) \
+         SELECT provider, (strpos('0123456789abcdef', right(job_id::text, 1)) - 1)::smallint, \
+                SUM(size_bytes), count(*) \
+         FROM stored_files WHERE provider = $1 GROUP BY 1, 2",
+    )
+    .bind(provider)
+    .execute(&mut *tx)
+    .await?;
+    let usage = provider_usage(&mut *tx, provider).await?;
+    tx.commit().await?;
+    Ok(usage)
 }
