@@ -98,6 +98,8 @@ test: services
     set -euo pipefail
     command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
     deploy/check.sh
+    # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
+    eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
     cargo build --workspace --bins
     cargo test --workspace
 

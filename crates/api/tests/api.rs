@@ -413,7 +413,7 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     let (_, usage) = app.get("/v1/storage").await;
     assert_eq!(usage["providers"][0]["bytes_used"], size);
-    assert_eq!(usage["providers"][0]["file_count"], 1);
+    assert_eq!(usage["providers"][0]["files"], 1);
 
     let (code, deleted) = app.delete(&id).await;
     assert_eq!(code, 200);
@@ -422,7 +422,7 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     assert!(!path.exists(), "the object is gone from storage");
     let (_, usage) = app.get("/v1/storage").await;
     assert_eq!(usage["providers"][0]["bytes_used"], 0);
-    assert_eq!(usage["providers"][0]["file_count"], 0);
+    assert_eq!(usage["providers"][0]["files"], 0);
     // A second delete changes nothing.
     let (code, again) = app.delete(&id).await;
     assert_eq!(code, 200);

@@ -67,6 +67,8 @@ pub enum ErrorCode {
     InvalidApiKey,
     RateLimited,
     TooManyActiveJobs,
+    FileNotFound,
+    RangeNotSatisfiable,
     // API dependency failures.
     DatabaseUnavailable,
     QueueUnavailable,
@@ -89,6 +91,7 @@ pub enum ErrorCode {
     ForbiddenAddress,
     FileTooLarge,
     StorageError,
+    StorageFull,
     RedeliveryLimit,
 }
 
@@ -115,6 +118,8 @@ impl ErrorCode {
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),
             TooManyActiveJobs => (Validation, 429),
+            FileNotFound => (Validation, 404),
+            RangeNotSatisfiable => (Validation, 416),
             DatabaseUnavailable => (Internal, 503),
             QueueUnavailable => (Internal, 503),
             StorageUnavailable => (Internal, 503),
@@ -132,6 +137,7 @@ impl ErrorCode {
             ForbiddenAddress => (Permanent, 422),
             FileTooLarge => (Permanent, 413),
             StorageError => (Transient, 503),
+            StorageFull => (Transient, 507),
             RedeliveryLimit => (Permanent, 500),
         }
     }

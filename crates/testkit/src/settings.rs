@@ -8,7 +8,7 @@ use clipstash_api::auth::{AccessArgs, AuthMode};
 use clipstash_runtime::{CommonArgs, GaugeArgs};
 use clipstash_sources::NetworkArgs;
 use clipstash_sources::egress::Allowlist;
-use clipstash_storage::StorageArgs;
+use clipstash_storage::{Placement, StorageArgs};
 
 use crate::{TestDb, TestQueue};
 
@@ -18,6 +18,8 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
         database: db.args(),
         redis: queue.args(),
         storage: StorageArgs {
+            storage: Vec::new(),
+            placement: Placement::Random,
             storage_dir: storage_dir.to_path_buf(),
             storage_quota_bytes: 0,
         },

@@ -12,6 +12,7 @@
 pub mod job;
 pub mod settings;
 pub mod startup;
+pub mod storage_cmd;
 pub mod supervisor;
 
 pub use job::JobContext;

@@ -363,7 +363,7 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
         .await
         .unwrap();
     assert_eq!(storage["providers"][0]["bytes_used"], 3_000_000);
-    assert_eq!(storage["providers"][0]["file_count"], 1);
+    assert_eq!(storage["providers"][0]["files"], 1);
 
     // SIGTERM: the survivor stops cleanly, well within its grace period.
     let (survivor, _) = stack.workers.last_mut().unwrap();

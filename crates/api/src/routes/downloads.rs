@@ -192,11 +192,11 @@ fn too_many_active(cap: u32) -> ApiError {
     )
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::new(ErrorCode::InvalidId, "job id must be a UUID"))
 }
 
-fn not_found(id: Uuid) -> ApiError {
+pub(crate) fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no job {id}"))
 }
 
@@ -302,12 +302,15 @@ pub async fn delete_download(
         } => {
             // The accounting is committed first: a failed delete leaves an orphan object
             // (logged), never usage that counts bytes no job owns.
-            if provider == state.storage.provider().as_str() {
-                if let Err(e) = state.storage.delete(&object_key).await {
-                    tracing::error!(%id, object_key, error = %e, "deleting a released object");
+            match state.storage.provider(&provider) {
+                Some(p) => {
+                    if let Err(e) = p.delete(&object_key).await {
+                        tracing::error!(%id, provider, object_key, error = %e, "deleting a released object; it is an orphan until `storage reconcile --fix`");
+                    }
                 }
-            } else {
-                tracing::warn!(%id, provider, "object is on a provider this API is not configured for");
+                None => {
+                    tracing::warn!(%id, provider, "object is on a provider this API is not configured for")
+                }
             }
             if let Ok(usage) = storage_usage(&state.pool).await {
                 gauges::set_storage(&usage);

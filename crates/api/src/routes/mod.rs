@@ -2,6 +2,7 @@
 
 pub mod downloads;
 pub mod fallback;
+pub mod files;
 pub mod health;
 pub mod storage;
 
@@ -26,6 +27,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/downloads/{id}")
                     .route(web::get().to(downloads::get_download))
                     .route(web::delete().to(downloads::delete_download))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/downloads/{id}/file")
+                    .route(web::get().to(files::download_file))
                     .default_service(web::to(fallback::method_not_allowed)),
             )
             .service(
