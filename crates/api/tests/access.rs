@@ -114,6 +114,7 @@ async fn submit(api: &Api, key: &str, url: &str) -> Resp {
 }
 
 const JOB: &str = "/v1/downloads/018f0000-0000-7000-8000-000000000000";
+const JOB_FILE: &str = "/v1/downloads/018f0000-0000-7000-8000-000000000000/file";
 
 #[tokio::test]
 async fn every_v1_route_refuses_a_missing_or_unknown_key_with_401() {
@@ -124,6 +125,7 @@ async fn every_v1_route_refuses_a_missing_or_unknown_key_with_401() {
         ("GET", "/v1/downloads"),
         ("GET", JOB),
         ("DELETE", JOB),
+        ("GET", JOB_FILE),
         ("GET", "/v1/storage"),
         ("PUT", "/v1/storage"),
         ("GET", "/v1/no-such-route"),
@@ -244,6 +246,18 @@ async fn a_key_sees_lists_and_deletes_only_its_own_jobs() {
     }
     let r = call("GET", &job_url(&job_a), Some(&a), None).await;
     assert_eq!((r.status, r.body["status"].as_str()), (200, Some("queued")));
+    // Nor its file: B gets the missing-job 404, A the no-file-yet 404.
+    let file_url = format!("{}/file", job_url(&job_a));
+    let r = call("GET", &file_url, Some(&b), None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = call("GET", &file_url, Some(&a), None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (404, Some("file_not_found"))
+    );
 
     for (k, own) in [(&a, &job_a), (&b, &job_b)] {
         let r = call("GET", &format!("{}/v1/downloads", api.base), Some(k), None).await;
