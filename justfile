@@ -36,6 +36,10 @@ up: migrate
     set -euo pipefail
     mkdir -p {{data}}/logs {{data}}/pids {{data}}/prometheus
     just down >/dev/null 2>&1 || true
+    # Auth stays on locally, as in production: a fresh key named `local` on every `just up`
+    # (the previous one is revoked), kept in .data/api-key for the curl session.
+    {{bin}}/clipstash-api keys revoke local >/dev/null 2>&1 || true
+    (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/api-key)
     {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
     echo '[]' > {{data}}/prometheus/workers.json
     just worker >/dev/null
@@ -46,8 +50,10 @@ up: migrate
     echo "  worker 1:       metrics http://127.0.0.1:9101/metrics"
     echo "  storage:        $CLIPSTASH_STORAGE_DIR"
     echo "  logs:           {{data}}/logs/"
+    echo "  API key:        $(cat {{data}}/api-key)   (in {{data}}/api-key; new on every just up)"
     echo "  more workers:   just worker;  Prometheus: just monitor;  stop: just down"
-    echo "  try:            curl -s -XPOST localhost:8080/v1/downloads -H 'content-type: application/json' -d '{\"url\":\"https://example.com/video.mp4\"}'"
+    echo "  try:            KEY=\$(cat .data/api-key)"
+    echo "                  curl -s -XPOST localhost:8080/v1/downloads -H \"authorization: Bearer \$KEY\" -H 'content-type: application/json' -d '{\"url\":\"https://example.com/video.mp4\"}'"
 
 # Add one more worker on the next free metrics port (9101, 9102, ...)
 worker:
@@ -92,6 +98,8 @@ test: services
     set -euo pipefail
     command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
     deploy/check.sh
+    # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
+    eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
     cargo build --workspace --bins
     cargo test --workspace
 

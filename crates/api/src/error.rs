@@ -3,9 +3,39 @@
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use clipstash_domain::ErrorCode;
+use metrics_core::catalogue::HTTP_REQUESTS_REJECTED_TOTAL;
 use serde::Serialize;
+
+/// The `reason` label of `http_requests_rejected_total`: a closed set, never a key's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No key, or an unknown or revoked one.
+    Unauthenticated,
+    RateLimited,
+    TooManyActiveJobs,
+}
+
+impl Rejection {
+    pub fn of(code: ErrorCode) -> Option<Self> {
+        match code {
+            ErrorCode::Unauthenticated | ErrorCode::InvalidApiKey => Some(Self::Unauthenticated),
+            ErrorCode::RateLimited => Some(Self::RateLimited),
+            ErrorCode::TooManyActiveJobs => Some(Self::TooManyActiveJobs),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited => "rate_limited",
+            Self::TooManyActiveJobs => "too_many_active_jobs",
+        }
+    }
+}
 
 /// An error answered to the client. Its HTTP status comes from its code
 /// ([`ErrorCode::http_status`]); a 5xx body leaks nothing, its cause is logged.
@@ -13,6 +43,8 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     source: Option<anyhow::Error>,
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After`, `RateLimit`, ...).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for ApiError {
@@ -41,7 +73,14 @@ impl ApiError {
             code,
             message: message.into(),
             source: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header (appended: a name may repeat).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// A dependency failed: answered with `code`'s status and a message that leaks nothing.
@@ -50,6 +89,7 @@ impl ApiError {
             code,
             message: "a backing service is unavailable, try again later".into(),
             source: Some(source.into()),
+            headers: Vec::new(),
         }
     }
 
@@ -68,6 +108,7 @@ impl From<anyhow::Error> for ApiError {
             code: ErrorCode::InternalError,
             message: "internal error".into(),
             source: Some(e),
+            headers: Vec::new(),
         }
     }
 }
@@ -91,11 +132,19 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         self.code.record();
+        if let Some(reason) = Rejection::of(self.code) {
+            metrics::counter!(HTTP_REQUESTS_REJECTED_TOTAL, "reason" => reason.as_str())
+                .increment(1);
+        }
         let status = self.status_code();
         if status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        HttpResponse::build(status).json(ErrorBody {
+        let mut res = HttpResponse::build(status);
+        for (name, value) in &self.headers {
+            res.append_header((name.clone(), value.clone()));
+        }
+        res.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code.as_str(),
                 message: &self.message,

@@ -3,8 +3,10 @@
 //!
 //! - [`settings`]: the command line; [`startup`]: connect, bind, serve, drain;
 //! - [`routes`]: one file per resource, wired in `routes/mod.rs`;
-//! - [`error`]: the one error type and its JSON body; [`middleware`]: HTTP metrics.
+//! - [`error`]: the one error type and its JSON body; [`middleware`]: HTTP metrics;
+//! - [`auth`]: API keys, the `/v1` auth middleware, per-key limits, `keys` command.
 
+pub mod auth;
 pub mod error;
 pub mod middleware;
 pub mod routes;

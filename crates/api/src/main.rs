@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Migrate(db) => migrate_command(&db).await,
+        Command::Keys(cmd) => clipstash_api::auth::keys::run(cmd).await,
         Command::Serve(settings) => {
             let exporter =
                 Exporter::install(Component::Api).context("installing the metrics recorder")?;

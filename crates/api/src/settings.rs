@@ -6,6 +6,9 @@ use clap::{Parser, Subcommand};
 use clipstash_db::DatabaseArgs;
 use clipstash_runtime::CommonArgs;
 
+use crate::auth::AccessArgs;
+use crate::auth::keys::KeysCommand;
+
 /// Command line of `clipstash-api`.
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +27,9 @@ pub enum Command {
     Serve(Box<Settings>),
     /// Apply pending database migrations and exit (run once per rollout, before the API).
     Migrate(DatabaseArgs),
+    /// Create, list or revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 /// Settings of the API server.
@@ -53,6 +59,9 @@ pub struct Settings {
         value_name = "CLIPSTASH_HTTP_WORKERS"
     )]
     pub http_workers: Option<usize>,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

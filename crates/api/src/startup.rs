@@ -7,11 +7,13 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::{GaugeArgs, gauges};
+use clipstash_sources::EgressPolicy;
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Access, AuthMode, KeyCache, RateLimiter};
 use crate::settings::Settings;
 use crate::{MAX_BODY_BYTES, error, middleware, routes};
 
@@ -20,6 +22,9 @@ pub struct AppState {
     pub pool: PgPool,
     pub queue: Queue,
     pub storage: Storage,
+    pub access: Access,
+    /// Refuses URLs whose host is a literal forbidden address at submit time.
+    pub egress: EgressPolicy,
 }
 
 /// A bound, not yet running API.
@@ -48,10 +53,31 @@ impl Application {
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
+        let access = &settings.access;
+        if access.auth == AuthMode::Off {
+            tracing::warn!(
+                "CLIPSTASH_AUTH=off: /v1 is open to anyone who can reach {} with no API key and \
+                 no per-key limit. Use this for local runs only",
+                settings.listen
+            );
+        }
+        // Its own connection: a slow rate-limit script never queues behind an enqueue.
+        let limiter_conn = clipstash_queue::connect(&common.redis.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        let access = Access {
+            mode: access.auth,
+            cache: KeyCache::new(access.auth_cache_ttl),
+            limiter: RateLimiter::new(limiter_conn, &common.redis.queue),
+            default_rate_per_minute: access.rate_per_minute,
+            default_max_active_jobs: access.max_active_jobs,
+        };
         let state = web::Data::new(AppState {
             pool,
             queue,
             storage,
+            access,
+            egress: EgressPolicy::new(&common.network),
         });
 
         let listener = TcpListener::bind(settings.listen)

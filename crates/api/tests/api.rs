@@ -44,14 +44,19 @@ async fn build(settings: Settings) -> anyhow::Result<Application> {
 }
 
 async fn spawn_app_with(redis: Option<RedisArgs>) -> TestApp {
+    spawn_app_configured(redis, true).await
+}
+
+/// An API with the egress guard on (`allow_private_networks: false`) or off.
+async fn spawn_app_configured(redis: Option<RedisArgs>, allow_private_networks: bool) -> TestApp {
     let db = TestDb::new().await;
     let queue = TestQueue::new();
     let storage_dir =
         std::env::temp_dir().join(format!("cs-storage-{}", uuid::Uuid::new_v4().simple()));
     let redis = redis.unwrap_or_else(|| queue.args());
-    let app = build(settings(&db, &queue, redis, &storage_dir))
-        .await
-        .unwrap();
+    let mut settings = settings(&db, &queue, redis, &storage_dir);
+    settings.common.network.allow_private_networks = allow_private_networks;
+    let app = build(settings).await.unwrap();
     let base = format!("http://{}", app.addr());
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
@@ -258,6 +263,50 @@ async fn bad_input_gets_a_json_error_with_a_stable_code() {
 }
 
 #[tokio::test]
+async fn literal_forbidden_addresses_are_refused_at_submit_when_the_guard_is_on() {
+    // Nothing fetches here (no worker): the API answers from the parsed URL alone.
+    let guarded = spawn_app_configured(None, false).await;
+    for url in [
+        "http://127.0.0.1/x.mp4",
+        "http://2130706433/x.mp4",
+        "http://0x7f.1/x.mp4",
+        "http://[::1]/x.mp4",
+        "http://[::ffff:127.0.0.1]/x.mp4",
+    ] {
+        let r = guarded
+            .client
+            .post(format!("{}/v1/downloads", guarded.base))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some("forbidden_address")),
+            "{url}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("loopback")
+        );
+    }
+    // Nothing was recorded.
+    let (_, page) = guarded.get("/v1/downloads").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    // A name is accepted: it is checked when the worker resolves it.
+    guarded.submit("http://localhost/x.mp4").await;
+
+    // With the guard off the same URL is accepted.
+    let open = spawn_app_configured(None, true).await;
+    let job = open.submit("http://127.0.0.1/x.mp4").await;
+    assert_eq!(job["status"], "queued");
+}
+
+#[tokio::test]
 async fn listing_is_newest_first_with_keyset_pages_and_a_status_filter() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
@@ -364,7 +413,7 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     let (_, usage) = app.get("/v1/storage").await;
     assert_eq!(usage["providers"][0]["bytes_used"], size);
-    assert_eq!(usage["providers"][0]["file_count"], 1);
+    assert_eq!(usage["providers"][0]["files"], 1);
 
     let (code, deleted) = app.delete(&id).await;
     assert_eq!(code, 200);
@@ -373,7 +422,7 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     assert!(!path.exists(), "the object is gone from storage");
     let (_, usage) = app.get("/v1/storage").await;
     assert_eq!(usage["providers"][0]["bytes_used"], 0);
-    assert_eq!(usage["providers"][0]["file_count"], 0);
+    assert_eq!(usage["providers"][0]["files"], 0);
     // A second delete changes nothing.
     let (code, again) = app.delete(&id).await;
     assert_eq!(code, 200);

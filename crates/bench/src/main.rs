@@ -51,6 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let api_port = free_port();
     let mut api_env = env.clone();
     api_env.push(("CLIPSTASH_LISTEN", format!("127.0.0.1:{api_port}")));
+    // The bench measures the job path, not per-key limits.
+    api_env.push(("CLIPSTASH_AUTH", "off".into()));
     let api = Proc::spawn("clipstash-api", &["serve"], &api_env);
     let base = format!("http://127.0.0.1:{api_port}");
     wait_healthy(&api, &format!("{base}/readyz")).await;

@@ -30,6 +30,23 @@ pub struct JobRow {
 pub(crate) const JOB_COLUMNS: &str = "id, url, source, status, attempts, provider, object_key, size_bytes, sha256, \
     content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at";
 
+/// Whose jobs a request may see: every job (auth off), or one API key's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Any,
+    Key(Uuid),
+}
+
+impl Owner {
+    /// The `api_key_id` filter bound as `($n::uuid IS NULL OR api_key_id = $n)`.
+    pub(crate) fn filter(self) -> Option<Uuid> {
+        match self {
+            Owner::Any => None,
+            Owner::Key(id) => Some(id),
+        }
+    }
+}
+
 /// Inserts a new queued job and returns it.
 pub async fn insert_job(
     pool: &PgPool,
@@ -37,22 +54,95 @@ pub async fn insert_job(
     url: &str,
     source: VideoSource,
 ) -> Result<JobRow, sqlx::Error> {
+    insert(pool, id, url, source, None).await
+}
+
+async fn insert<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    url: &str,
+    source: VideoSource,
+    api_key_id: Option<Uuid>,
+) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status) VALUES ($1, $2, $3, $4) RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, api_key_id) VALUES ($1, $2, $3, $4, $5) \
+         RETURNING {JOB_COLUMNS}"
     )))
     .bind(id)
     .bind(url)
     .bind(source)
     .bind(JobStatus::Queued)
-    .fetch_one(pool)
+    .bind(api_key_id)
+    .fetch_one(executor)
     .await
 }
 
+/// The job was not inserted: the key already has `active` jobs queued, running or retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyActive {
+    pub active: i64,
+}
+
+/// Inserts a new queued job owned by `api_key_id` unless that key already has
+/// `max_active` jobs queued, running or retrying. The key's row is locked for the count and
+/// the insert, so concurrent submits of one key (on any replica) are serialised and the
+/// cap cannot be overshot.
+pub async fn insert_job_capped(
+    pool: &PgPool,
+    id: Uuid,
+    url: &str,
+    source: VideoSource,
+    api_key_id: Uuid,
+    max_active: i64,
+) -> Result<Result<JobRow, TooManyActive>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(api_key_id)
+        .execute(&mut *tx)
+        .await?;
+    let active = active_jobs(&mut *tx, api_key_id).await?;
+    if active >= max_active {
+        tx.rollback().await?;
+        return Ok(Err(TooManyActive { active }));
+    }
+    let job = insert(&mut *tx, id, url, source, Some(api_key_id)).await?;
+    tx.commit().await?;
+    Ok(Ok(job))
+}
+
+/// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
+async fn active_jobs<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    api_key_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    use strum::VariantArray;
+    let live: Vec<&str> = JobStatus::VARIANTS
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE api_key_id = $1 AND status = ANY($2)")
+        .bind(api_key_id)
+        .bind(live)
+        .fetch_one(executor)
+        .await
+}
+
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    get_job_of(pool, id, Owner::Any).await
+}
+
+/// The job if `owner` may see it: another key's job is `None`, like a missing one.
+pub async fn get_job_of(
+    pool: &PgPool,
+    id: Uuid,
+    owner: Owner,
+) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR api_key_id = $2)"
     )))
     .bind(id)
+    .bind(owner.filter())
     .fetch_optional(pool)
     .await
 }
@@ -60,6 +150,7 @@ pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>, sqlx::Er
 /// Newest first (ids are UUIDv7), strictly older than `before` when given.
 pub async fn list_jobs(
     pool: &PgPool,
+    owner: Owner,
     status: Option<JobStatus>,
     before: Option<Uuid>,
     limit: i64,
@@ -67,11 +158,13 @@ pub async fn list_jobs(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::uuid IS NULL OR id < $2) \
+         AND ($4::uuid IS NULL OR api_key_id = $4) \
          ORDER BY id DESC LIMIT $3"
     )))
     .bind(status)
     .bind(before)
     .bind(limit)
+    .bind(owner.filter())
     .fetch_all(pool)
     .await
 }
@@ -88,54 +181,104 @@ pub struct IdempotencyKey<'a> {
 pub enum Inserted {
     /// A new job.
     Created(JobRow),
-    /// The key was used before with the same body: the job it created.
+    /// The key was used before, by the same caller, with the same body: the job it created.
     Replayed(JobRow),
-    /// The key was used before with another body.
+    /// The key was used before, by the same caller, with another body.
     KeyReused,
+    /// Not inserted: the API key is at its active-jobs cap (a replay is answered first).
+    AtCap(TooManyActive),
 }
 
 /// Inserts a new queued job under an idempotency key, or returns the job the key already
-/// created. The unique index on the key decides between concurrent duplicates: a second
-/// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and then inserts
-/// nothing; the follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
+/// created. Keys are scoped to their caller: `owner` is the API key and its active-jobs cap,
+/// `None` when auth is off.
+///
+/// With an owner, the key's row is locked for the lookup, the cap and the insert (as in
+/// [`insert_job_capped`]), so concurrent duplicates of one caller are serialised and a replay
+/// is answered before the cap is checked. Without one, the unique index on
+/// `(api_key_id, idempotency_key)` decides between concurrent duplicates: a second
+/// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and inserts nothing; the
+/// follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
 pub async fn insert_job_idempotent(
     pool: &PgPool,
     id: Uuid,
     url: &str,
     source: VideoSource,
     key: IdempotencyKey<'_>,
+    owner: Option<(Uuid, i64)>,
 ) -> Result<Inserted, sqlx::Error> {
+    let found_as = |found: Option<JobRowWithHash>| match found {
+        Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
+            Some(Inserted::Replayed(f.row))
+        }
+        Some(_) => Some(Inserted::KeyReused),
+        None => None,
+    };
+    let insert_sql = format!(
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let find_sql = format!(
+        "SELECT request_sha256, {JOB_COLUMNS} FROM jobs \
+         WHERE api_key_id IS NOT DISTINCT FROM $1 AND idempotency_key = $2"
+    );
+    if let Some((api_key_id, max_active)) = owner {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+            .bind(api_key_id)
+            .execute(&mut *tx)
+            .await?;
+        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(find_sql.clone()))
+            .bind(api_key_id)
+            .bind(key.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(answer) = found_as(found) {
+            tx.rollback().await?;
+            return Ok(answer);
+        }
+        let active = active_jobs(&mut *tx, api_key_id).await?;
+        if active >= max_active {
+            tx.rollback().await?;
+            return Ok(Inserted::AtCap(TooManyActive { active }));
+        }
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql))
+            .bind(id)
+            .bind(url)
+            .bind(source)
+            .bind(JobStatus::Queued)
+            .bind(api_key_id)
+            .bind(key.key)
+            .bind(key.request_sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Inserted::Created(row));
+    }
     // Retention could delete the winner between the two statements: try again then.
     for _ in 0..3 {
-        let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO jobs (id, url, source, status, idempotency_key, request_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-             RETURNING {JOB_COLUMNS}"
-        )))
-        .bind(id)
-        .bind(url)
-        .bind(source)
-        .bind(JobStatus::Queued)
-        .bind(key.key)
-        .bind(key.request_sha256)
-        .fetch_optional(pool)
-        .await?;
+        let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql.clone()))
+            .bind(id)
+            .bind(url)
+            .bind(source)
+            .bind(JobStatus::Queued)
+            .bind(None::<Uuid>)
+            .bind(key.key)
+            .bind(key.request_sha256)
+            .fetch_optional(pool)
+            .await?;
         if let Some(row) = created {
             return Ok(Inserted::Created(row));
         }
-        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT request_sha256, {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
-        )))
-        .bind(key.key)
-        .fetch_optional(pool)
-        .await?;
-        match found {
-            Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
-                return Ok(Inserted::Replayed(f.row));
-            }
-            Some(_) => return Ok(Inserted::KeyReused),
-            None => continue,
+        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(find_sql.clone()))
+            .bind(None::<Uuid>)
+            .bind(key.key)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(answer) = found_as(found) {
+            return Ok(answer);
         }
     }
     Err(sqlx::Error::RowNotFound)

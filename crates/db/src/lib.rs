@@ -1,8 +1,9 @@
 //! Postgres access. Every job transition is one function in [`transitions`], guarded by
 //! the legal `from` states of [`clipstash_domain::Transition`]; reads are in [`jobs`]; the
-//! stored files and per-provider usage in [`usage`].
+//! stored files and per-provider usage in [`usage`]; API keys in [`keys`].
 
 pub mod jobs;
+pub mod keys;
 pub mod transitions;
 pub mod usage;
 
@@ -13,7 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use jobs::JobRow;
+pub use jobs::{JobRow, Owner};
+pub use keys::KeyRow;
 pub use transitions::{Claim, DeleteOutcome};
 pub use usage::Usage;
 

@@ -6,8 +6,8 @@ use clipstash_domain::{ErrorCode, JobStatus, StoredObject, Transition};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::jobs::{JOB_COLUMNS, JobRow};
-use crate::usage::Usage;
+use crate::jobs::{JOB_COLUMNS, JobRow, Owner};
+use crate::usage::{Usage, provider_usage, release_reservation, shard_of};
 
 /// Postgres advisory-lock key of a job: the job runs only while its worker holds this lock
 /// on a live session, so a duplicate delivery cannot run it twice at once and a killed
@@ -97,8 +97,10 @@ pub async fn record_failure<'e>(
     } else {
         Transition::Fail
     };
+    // A failed attempt gives back the space it reserved, in the same statement.
     let moved = sqlx::query(
-        "UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
+        "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $1) \
+         UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
          finished_at = CASE WHEN $5 THEN now() ELSE finished_at END \
          WHERE id = $1 AND status = ANY($6)",
     )
@@ -130,8 +132,9 @@ pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<i3
 }
 
 /// [`Transition::Succeed`]: records the file, the provider's usage and the job in one
-/// transaction. The file row's primary key makes this idempotent: usage grows once per job
-/// whatever the number of deliveries. Returns the provider's usage after the change, or
+/// transaction, turning the job's quota reservation into usage. The file row's primary key
+/// makes this idempotent: usage grows once per job whatever the number of deliveries. Usage
+/// is counted in the job's shard, so completions of different jobs touch different rows. Returns the provider's usage after the change, or
 /// `None` when the job is in no state to succeed (nothing is written then).
 pub async fn complete(
     conn: &mut PgConnection,
@@ -172,17 +175,20 @@ pub async fn complete(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let usage: Usage = sqlx::query_as(
-        "INSERT INTO storage_usage (provider, bytes_used, file_count) VALUES ($1, $2, $3) \
-         ON CONFLICT (provider) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
-         file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
-         RETURNING provider, bytes_used, file_count",
+    sqlx::query(
+        "INSERT INTO storage_usage (provider, shard, bytes_used, file_count) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
+         file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now()",
     )
     .bind(obj.provider.as_str())
+    .bind(shard_of(id))
     .bind(if inserted == 1 { obj.size_bytes } else { 0 })
     .bind(inserted as i64)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
+    // The space reserved for the upload is now usage.
+    release_reservation(&mut *tx, id).await?;
+    let usage = provider_usage(&mut *tx, obj.provider.as_str()).await?;
     tx.commit().await?;
     Ok(Some(usage))
 }
@@ -210,11 +216,22 @@ pub enum DeleteOutcome {
 /// from the accounting; in one transaction that locks the row so no worker claims it
 /// meanwhile.
 pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
+    delete_job_of(pool, id, Owner::Any).await
+}
+
+/// [`delete_job`] for `owner`: another owner's job is [`DeleteOutcome::NotFound`].
+pub async fn delete_job_of(
+    pool: &PgPool,
+    id: Uuid,
+    owner: Owner,
+) -> Result<DeleteOutcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR api_key_id = $2) \
+         FOR UPDATE"
     )))
     .bind(id)
+    .bind(owner.filter())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(job) = row else {
@@ -243,10 +260,11 @@ pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::
             if let Some((provider, _, size)) = &file {
                 sqlx::query(
                     "UPDATE storage_usage SET bytes_used = bytes_used - $2, file_count = file_count - 1, \
-                     updated_at = now() WHERE provider = $1",
+                     updated_at = now() WHERE provider = $1 AND shard = $3",
                 )
                 .bind(provider)
                 .bind(size)
+                .bind(shard_of(id))
                 .execute(&mut *tx)
                 .await?;
             }

@@ -145,3 +145,38 @@ async fn an_unknown_status_in_a_row_is_an_error_not_a_default() {
     let err = jobs::get_job(&db.pool, id).await.unwrap_err();
     assert!(err.to_string().contains("paused"), "{err}");
 }
+
+#[tokio::test]
+async fn rebuilding_usage_puts_every_file_in_the_shard_completion_used() {
+    let db = TestDb::new().await;
+    let mut before = Vec::new();
+    for size in 1..=40 {
+        let id = queued(&db).await;
+        let mut conn = db.pool.acquire().await.unwrap();
+        transitions::claim(&mut conn, id).await.unwrap();
+        transitions::complete(&mut conn, id, &object(id, size))
+            .await
+            .unwrap()
+            .unwrap();
+        transitions::release(&mut conn, id).await.unwrap();
+    }
+    let rows = || async {
+        sqlx::query_as::<_, (i16, i64, i64)>(
+            "SELECT shard, bytes_used, file_count FROM storage_usage WHERE provider = 'local' ORDER BY shard",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    before.extend(rows().await);
+    assert!(
+        before.len() > 4,
+        "40 files spread over several shards: {before:?}"
+    );
+    let rebuilt = usage::rebuild_usage(&db.pool, "local").await.unwrap();
+    assert_eq!(
+        (rebuilt.bytes_used, rebuilt.file_count),
+        ((1..=40).sum(), 40)
+    );
+    assert_eq!(rows().await, before);
+}

@@ -64,6 +64,13 @@ pub enum ErrorCode {
     JobRunning,
     InvalidIdempotencyKey,
     IdempotencyKeyReused,
+    // Access: no key, an unknown or revoked key, a key over one of its limits.
+    Unauthenticated,
+    InvalidApiKey,
+    RateLimited,
+    TooManyActiveJobs,
+    FileNotFound,
+    RangeNotSatisfiable,
     // API dependency failures.
     DatabaseUnavailable,
     QueueUnavailable,
@@ -81,8 +88,12 @@ pub enum ErrorCode {
     Truncated,
     TooManyRedirects,
     UnsupportedContentType,
+    /// The egress guard refused the destination (a loopback, private, link-local, ...
+    /// address): answered at submit time for an IP literal, or failing the job at fetch.
+    ForbiddenAddress,
     FileTooLarge,
     StorageError,
+    StorageFull,
     RedeliveryLimit,
 }
 
@@ -107,6 +118,12 @@ impl ErrorCode {
             JobRunning => (Validation, 409),
             InvalidIdempotencyKey => (Validation, 400),
             IdempotencyKeyReused => (Validation, 422),
+            Unauthenticated => (Validation, 401),
+            InvalidApiKey => (Validation, 401),
+            RateLimited => (Validation, 429),
+            TooManyActiveJobs => (Validation, 429),
+            FileNotFound => (Validation, 404),
+            RangeNotSatisfiable => (Validation, 416),
             DatabaseUnavailable => (Internal, 503),
             QueueUnavailable => (Internal, 503),
             StorageUnavailable => (Internal, 503),
@@ -121,8 +138,10 @@ impl ErrorCode {
             Truncated => (Transient, 502),
             TooManyRedirects => (Permanent, 502),
             UnsupportedContentType => (Permanent, 422),
+            ForbiddenAddress => (Permanent, 422),
             FileTooLarge => (Permanent, 413),
             StorageError => (Transient, 503),
+            StorageFull => (Transient, 507),
             RedeliveryLimit => (Permanent, 500),
         }
     }
@@ -204,5 +223,7 @@ mod tests {
         }
         assert!(ErrorCode::SourceServerError.is_transient());
         assert!(!ErrorCode::SourceNotFound.is_transient());
+        assert!(!ErrorCode::ForbiddenAddress.is_transient());
+        assert_eq!(ErrorCode::ForbiddenAddress.http_status(), 422);
     }
 }

@@ -54,9 +54,14 @@ impl Tracked for VideoSource {
 
 /// A configured storage provider's name: the `provider` label of `storage_*` and the
 /// `provider` column of stored files. Bounded by configuration, never user input.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StorageProvider(Arc<str>);
+
+impl serde::Serialize for StorageProvider {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 impl StorageProvider {
     pub fn new(name: impl Into<Arc<str>>) -> Self {

@@ -52,6 +52,7 @@ pub const ERRORS_TOTAL: &str = "errors_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
+pub const HTTP_REQUESTS_REJECTED_TOTAL: &str = "http_requests_rejected_total";
 pub const YOUTUBE_API_CALLS_TOTAL: &str = "youtube_api_calls_total";
 pub const YOUTUBE_API_DURATION_SECONDS: &str = "youtube_api_duration_seconds";
 pub const TASKS_TOTAL: &str = "tasks_total";
@@ -179,6 +180,14 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: None,
         labels: &[],
         help: "HTTP requests being served right now.",
+        buckets: &[],
+    },
+    MetricDef {
+        name: HTTP_REQUESTS_REJECTED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["reason"],
+        help: "API requests refused by access control: reason is unauthenticated (no, unknown or revoked key), rate_limited or too_many_active_jobs.",
         buckets: &[],
     },
     MetricDef {

@@ -44,14 +44,17 @@ pub fn spawn_sampler(
     queue_every: Duration,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let provider = storage.provider().to_string();
-    gauge!(STORAGE_QUOTA_BYTES, "provider" => provider.clone()).set(storage.quota_bytes() as f64);
-    // The provider shows 0 before its first file rather than no series at all.
-    set_storage(&[Usage {
-        provider,
-        bytes_used: 0,
-        file_count: 0,
-    }]);
+    // Every configured provider shows its quota, and 0 before its first file rather than no
+    // series at all.
+    for p in storage.providers() {
+        let provider = p.name().to_string();
+        gauge!(STORAGE_QUOTA_BYTES, "provider" => provider.clone()).set(p.quota_bytes() as f64);
+        set_storage(&[Usage {
+            provider,
+            bytes_used: 0,
+            file_count: 0,
+        }]);
+    }
     tokio::spawn(async move {
         let mut storage_tick = tokio::time::interval(storage_every);
         let mut queue_tick = tokio::time::interval(queue_every);

@@ -1,4 +1,5 @@
-//! Direct media links fetched over HTTP with a pooled client.
+//! Direct media links fetched over HTTP with a pooled client, behind the egress guard
+//! ([`crate::egress`]) for every connection and every redirect hop.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use crate::Source;
+use crate::egress::{EgressPolicy, Forbidden, GuardedResolver, find_forbidden, redirect_policy};
 
 /// Limits applied to every fetch (the size cap is the ingest pipeline's).
 #[derive(Debug, Clone)]
@@ -23,22 +25,28 @@ pub struct FetchLimits {
 #[derive(Debug, Clone)]
 pub struct DirectHttp {
     client: reqwest::Client,
+    egress: EgressPolicy,
 }
 
 const USER_AGENT: &str = concat!("clipstash/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
 impl DirectHttp {
-    pub fn new(limits: FetchLimits) -> anyhow::Result<Self> {
+    /// A client whose every connection and redirect hop goes through `egress`.
+    pub fn new(limits: FetchLimits, egress: EgressPolicy) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(limits.connect_timeout)
             .read_timeout(limits.idle_timeout)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(redirect_policy(egress.clone(), MAX_REDIRECTS))
+            .dns_resolver(GuardedResolver::new(egress.clone()))
+            // A proxy would be resolved instead of the source, and would connect for us
+            // where the guard cannot look.
+            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, egress })
     }
 }
 
@@ -48,6 +56,11 @@ impl Source for DirectHttp {
     }
 
     async fn open(&self, url: &str) -> Result<Media, JobError> {
+        // Parsed once: the guard checks the very host the client will connect to. A URL
+        // refused here makes no call, so it is not counted as one.
+        let url = url::Url::parse(url)
+            .map_err(|e| JobError::new(ErrorCode::InvalidUrl, format!("unparsable URL: {e}")))?;
+        self.egress.check_url(&url).map_err(|f| forbidden(&f))?;
         let call = Tracker::start(&SourceOperation::DownloadVideo);
         let response = self
             .client
@@ -119,7 +132,14 @@ fn classify_status(status: StatusCode) -> JobError {
     JobError::new(code, format!("source answered HTTP {status}"))
 }
 
+fn forbidden(f: &Forbidden) -> JobError {
+    JobError::new(ErrorCode::ForbiddenAddress, f.to_string())
+}
+
 fn classify_request_error(e: reqwest::Error) -> JobError {
+    if let Some(f) = find_forbidden(&e) {
+        return forbidden(f);
+    }
     let code = if e.is_redirect() {
         ErrorCode::TooManyRedirects
     } else if e.is_timeout() {

@@ -1,5 +1,6 @@
 //! Video sources: each turns a URL into a [`Media`] stream for the storage ingest pipeline.
-//! One file per source kind (today [`direct`]); the egress settings in [`egress`].
+//! One file per source kind (today [`direct`]); the egress guard every fetch goes through
+//! in [`egress`].
 
 pub mod direct;
 pub mod egress;
@@ -9,7 +10,7 @@ use std::future::Future;
 use clipstash_domain::{JobError, Media, VideoSource};
 
 pub use direct::{DirectHttp, FetchLimits};
-pub use egress::NetworkArgs;
+pub use egress::{EgressPolicy, NetworkArgs};
 
 /// A kind of video source.
 pub trait Source {

@@ -1,41 +1,63 @@
-//! The ingest pipeline every download goes through, whatever its source: media stream ->
-//! size cap -> SHA-256 -> multipart upload. Bytes flow in bounded parts, so memory does not
-//! grow with file size; on any error the partial upload is aborted and nothing is left at
-//! the key.
+//! The ingest pipeline every download goes through, whatever its source:
+//! quota reservation -> media stream -> size cap -> SHA-256 -> multipart upload.
+//!
+//! Space is reserved in Postgres before the first byte is uploaded (the announced length, or
+//! [`RESERVE_STEP`] at a time for a stream of unknown length, grown as it proceeds), so a
+//! provider never goes over its quota however many workers upload at once. Bytes flow in
+//! bounded parts, so memory does not grow with file size; on any error the partial upload is
+//! aborted and nothing is left at the key (the reservation is dropped with the failure).
 
+use std::collections::HashMap;
+
+use clipstash_db::usage;
 use clipstash_domain::{ErrorCode, JobError, Media, StoredObject};
 use futures_util::StreamExt;
 use metrics_core::Tracker;
 use object_store::WriteMultipart;
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
 
-use crate::{Storage, UPLOAD_PARTS_IN_FLIGHT};
+use crate::{Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
 
-/// Streams `media` into `storage` at `key`, refusing more than `max_bytes`.
+/// First reservation for a stream of unknown length; it doubles as the stream grows, by at
+/// most [`RESERVE_STEP`] at a time.
+pub const RESERVE_FIRST: u64 = 1024 * 1024;
+/// Largest growth of a reservation.
+pub const RESERVE_STEP: u64 = 64 * 1024 * 1024;
+
+/// Streams `media` into a provider chosen by the placement policy, at the job's key,
+/// refusing more than `max_bytes`.
 pub async fn ingest(
     storage: &Storage,
-    key: &str,
+    pool: &PgPool,
+    job_id: Uuid,
     media: Media,
     max_bytes: u64,
 ) -> Result<StoredObject, JobError> {
     if let Some(len) = media.expected_len.filter(|&l| l > max_bytes) {
         return Err(too_large(len, max_bytes));
     }
-    let upload_tracker = Tracker::start(storage.provider());
-    let mut upload = storage
-        .start_upload(key)
-        .await
-        .map_err(|e| JobError::new(ErrorCode::StorageError, format!("starting upload: {e}")))?;
+    let key = Storage::object_key(job_id);
+    let first = media.expected_len.unwrap_or(RESERVE_FIRST).min(max_bytes);
+    let (provider, mut upload) = open_upload(storage, pool, job_id, &key, first).await?;
+    let mut quota = Reservation {
+        pool,
+        job_id,
+        provider,
+        reserved: first,
+    };
+    let upload_tracker = Tracker::start(provider.name());
     let content_type = media.content_type.clone();
-    match copy(media, &mut upload, max_bytes).await {
+    match copy(media, &mut upload, max_bytes, &mut quota).await {
         Ok((size, sha256)) => {
             upload.finish().await.map_err(|e| {
                 JobError::new(ErrorCode::StorageError, format!("finishing upload: {e}"))
             })?;
             upload_tracker.success();
             Ok(StoredObject {
-                provider: storage.provider().clone(),
-                object_key: key.to_string(),
+                provider: provider.name().clone(),
+                object_key: key,
                 size_bytes: size as i64,
                 sha256,
                 content_type,
@@ -50,11 +72,96 @@ pub async fn ingest(
     }
 }
 
-/// Copies the body into the upload, counting and hashing on the way.
+/// Tries providers in placement order: reserve `bytes`, then start the upload. A provider
+/// without room is passed over; so is one that errors, when another has room.
+async fn open_upload<'s>(
+    storage: &'s Storage,
+    pool: &PgPool,
+    job_id: Uuid,
+    key: &str,
+    bytes: u64,
+) -> Result<(&'s Provider, WriteMultipart), JobError> {
+    let used: HashMap<String, i64> = usage::storage_usage(pool)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(|u| (u.provider, u.bytes_used))
+        .collect();
+    let mut last_error = None;
+    for provider in storage.placement().order(storage.providers(), &used) {
+        let name = provider.name().as_str();
+        if !usage::reserve(pool, job_id, name, bytes, provider.quota_bytes())
+            .await
+            .map_err(db_error)?
+        {
+            continue;
+        }
+        match provider.start_upload(key).await {
+            Ok(upload) => return Ok((provider, upload)),
+            Err(e) => {
+                tracing::warn!(%job_id, provider = name, error = %e, "provider failed to start an upload; trying the next");
+                last_error = Some(e);
+            }
+        }
+    }
+    usage::release_reservation(pool, job_id)
+        .await
+        .map_err(db_error)?;
+    Err(match last_error {
+        Some(e) => JobError::new(ErrorCode::StorageError, format!("starting upload: {e}")),
+        None => JobError::new(
+            ErrorCode::StorageFull,
+            format!("no storage provider has room for {bytes} more bytes"),
+        ),
+    })
+}
+
+/// The space a running upload holds on its provider.
+struct Reservation<'a> {
+    pool: &'a PgPool,
+    job_id: Uuid,
+    provider: &'a Provider,
+    reserved: u64,
+}
+
+impl Reservation<'_> {
+    /// Makes sure at least `size` bytes are reserved: doubling, by at most [`RESERVE_STEP`].
+    async fn cover(&mut self, size: u64, max_bytes: u64) -> Result<(), JobError> {
+        if size <= self.reserved {
+            return Ok(());
+        }
+        let wanted = (self.reserved * 2)
+            .min(self.reserved + RESERVE_STEP)
+            .max(size)
+            .min(max_bytes.max(size));
+        let p = self.provider;
+        if usage::reserve(
+            self.pool,
+            self.job_id,
+            p.name().as_str(),
+            wanted,
+            p.quota_bytes(),
+        )
+        .await
+        .map_err(db_error)?
+        {
+            self.reserved = wanted;
+            Ok(())
+        } else {
+            Err(JobError::new(
+                ErrorCode::StorageFull,
+                format!("storage '{}' ran out of quota during the upload", p.name()),
+            ))
+        }
+    }
+}
+
+/// Copies the body into the upload, counting, capping and hashing on the way.
 async fn copy(
     media: Media,
     upload: &mut WriteMultipart,
     max_bytes: u64,
+    quota: &mut Reservation<'_>,
 ) -> Result<(u64, String), JobError> {
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
@@ -65,6 +172,7 @@ async fn copy(
         if size > max_bytes {
             return Err(too_large(size, max_bytes));
         }
+        quota.cover(size, max_bytes).await?;
         hasher.update(&chunk);
         upload
             .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
@@ -88,62 +196,9 @@ fn too_large(size: u64, max: u64) -> JobError {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::StorageArgs;
-
-    fn media(chunks: Vec<&'static [u8]>, expected_len: Option<u64>) -> Media {
-        let body = futures_util::stream::iter(
-            chunks.into_iter().map(|c| Ok(bytes::Bytes::from_static(c))),
-        );
-        Media {
-            content_type: "video/mp4".into(),
-            expected_len,
-            body: body.boxed(),
-        }
-    }
-
-    fn storage() -> (Storage, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("cs-ingest-{}", uuid::Uuid::new_v4().simple()));
-        let s = Storage::from_args(&StorageArgs {
-            storage_dir: dir.clone(),
-            storage_quota_bytes: 0,
-        })
-        .unwrap();
-        (s, dir)
-    }
-
-    #[tokio::test]
-    async fn stores_hashes_caps_and_leaves_nothing_behind_on_failure() {
-        let (s, dir) = storage();
-        let ok = ingest(&s, "downloads/a", media(vec![b"abc", b"def"], Some(6)), 100)
-            .await
-            .unwrap();
-        assert_eq!(ok.size_bytes, 6);
-        assert_eq!(ok.sha256, hex::encode(Sha256::digest(b"abcdef")));
-        assert_eq!(std::fs::read(dir.join("downloads/a")).unwrap(), b"abcdef");
-
-        let cases = [
-            (
-                media(vec![b"abc", b"def"], None),
-                5,
-                ErrorCode::FileTooLarge,
-            ),
-            (media(vec![b"abc"], Some(500)), 100, ErrorCode::FileTooLarge),
-            (media(vec![b"abc"], Some(6)), 100, ErrorCode::Truncated),
-        ];
-        for (i, (m, cap, code)) in cases.into_iter().enumerate() {
-            let key = format!("downloads/bad{i}");
-            let e = ingest(&s, &key, m, cap).await.unwrap_err();
-            assert_eq!(e.code, code, "case {i}");
-            assert!(!dir.join(&key).exists(), "case {i} left an object");
-        }
-        let leftovers: Vec<_> = std::fs::read_dir(dir.join("downloads"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(leftovers, ["a"], "no staging files are left");
-        let _ = std::fs::remove_dir_all(dir);
-    }
+fn db_error(e: sqlx::Error) -> JobError {
+    JobError::new(
+        ErrorCode::StorageError,
+        format!("recording a reservation: {e}"),
+    )
 }

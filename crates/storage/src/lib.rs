@@ -1,17 +1,19 @@
-//! Object storage: the configured provider ([`Storage`], one file per provider kind, today
-//! [`local`]) and the [`ingest`] pipeline every download goes through.
+//! Object storage: the configured providers ([`Storage`], one file per kind in
+//! [`providers`]), where a new object goes ([`placement`]), and the [`ingest`] pipeline every
+//! download goes through (quota reservation, size cap, SHA-256, multipart upload).
 
+pub mod config;
 pub mod ingest;
-pub mod local;
+pub mod placement;
+pub mod providers;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use clipstash_domain::StorageProvider;
 use clipstash_domain::config::byte_size;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use uuid::Uuid;
+
+pub use placement::Placement;
+pub use providers::{Kind, Provider};
 
 /// Part size of streamed uploads: S3's minimum is 5 MiB; memory per download is bounded by
 /// about (1 + `UPLOAD_PARTS_IN_FLIGHT`) parts.
@@ -22,7 +24,31 @@ pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 /// Object storage settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StorageArgs {
-    /// Root folder of the local-disk storage provider (created if missing).
+    /// A storage provider as NAME=URL (repeatable; in the variable, entries are separated by
+    /// spaces or newlines). URL: file:///abs/path, s3://bucket[/prefix], gs://bucket[/prefix],
+    /// az://container[/prefix]; query parameters are object_store's options plus quota=SIZE.
+    /// Unset: local=file://<CLIPSTASH_STORAGE_DIR> with CLIPSTASH_STORAGE_QUOTA_BYTES.
+    #[arg(
+        long = "storage",
+        env = "CLIPSTASH_STORAGE",
+        value_name = "CLIPSTASH_STORAGE",
+        hide_env_values = true
+    )]
+    pub storage: Vec<String>,
+
+    /// Where new objects go: random (the original), least-used (lowest fraction of quota),
+    /// ordered (the first with room, in configuration order).
+    #[arg(
+        long,
+        env = "CLIPSTASH_PLACEMENT",
+        value_name = "CLIPSTASH_PLACEMENT",
+        default_value = "random",
+        value_enum
+    )]
+    pub placement: Placement,
+
+    /// Root folder of the default local-disk provider when CLIPSTASH_STORAGE is unset
+    /// (created if missing).
     #[arg(
         long,
         env = "CLIPSTASH_STORAGE_DIR",
@@ -31,66 +57,86 @@ pub struct StorageArgs {
     )]
     pub storage_dir: PathBuf,
 
-    /// Storage quota, exported as storage_quota_bytes for alerting (bytes, or with a unit:
-    /// 5GiB); 0 = none. Not enforced yet.
+    /// Quota of the default local provider (bytes, or with a unit: 5GiB); 0 = none. Enforced:
+    /// an upload that would exceed it goes elsewhere or fails as storage_full.
     #[arg(long, env = "CLIPSTASH_STORAGE_QUOTA_BYTES", value_name = "CLIPSTASH_STORAGE_QUOTA_BYTES", default_value = "0", value_parser = byte_size)]
     pub storage_quota_bytes: u64,
 }
 
-/// A configured storage provider.
-#[derive(Clone)]
+/// Every configured provider and the placement policy.
+#[derive(Debug, Clone)]
 pub struct Storage {
-    provider: StorageProvider,
-    store: Arc<dyn ObjectStore>,
-    quota_bytes: u64,
-}
-
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("provider", &self.provider)
-            .finish()
-    }
+    providers: Vec<Provider>,
+    placement: Placement,
 }
 
 impl Storage {
-    /// Builds the provider from settings.
+    /// Parses and builds every provider; the first bad entry stops start-up with a message
+    /// naming it.
     pub fn from_args(args: &StorageArgs) -> anyhow::Result<Self> {
+        let entries: Vec<String> = if args.storage.iter().all(|s| s.trim().is_empty()) {
+            let dir = std::path::absolute(&args.storage_dir).map_err(|e| {
+                anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: {e}", args.storage_dir.display())
+            })?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "CLIPSTASH_STORAGE_DIR={}: cannot create: {e}",
+                    dir.display()
+                )
+            })?;
+            let url = url::Url::from_directory_path(&dir).map_err(|_| {
+                anyhow::anyhow!("CLIPSTASH_STORAGE_DIR={}: not a usable path", dir.display())
+            })?;
+            vec![format!("local={url}?quota={}", args.storage_quota_bytes)]
+        } else {
+            args.storage
+                .iter()
+                .flat_map(|s| s.split_whitespace())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut providers: Vec<Provider> = Vec::new();
+        for raw in &entries {
+            let provider = config::parse_entry(raw)
+                .and_then(|e| e.build())
+                .map_err(|e| anyhow::anyhow!("CLIPSTASH_STORAGE: {e}"))?;
+            anyhow::ensure!(
+                providers.iter().all(|p| p.name() != provider.name()),
+                "CLIPSTASH_STORAGE: storage '{}' is configured twice",
+                provider.name()
+            );
+            providers.push(provider);
+        }
         Ok(Self {
-            provider: StorageProvider::new(local::NAME),
-            store: Arc::new(local::open(&args.storage_dir)?),
-            quota_bytes: args.storage_quota_bytes,
+            providers,
+            placement: args.placement,
         })
     }
 
-    /// The provider's configured name: the `provider` label and column.
-    pub fn provider(&self) -> &StorageProvider {
-        &self.provider
+    /// Every provider, in configuration order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
     }
 
-    pub fn quota_bytes(&self) -> u64 {
-        self.quota_bytes
+    /// The provider named `name`, if configured.
+    pub fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name().as_str() == name)
     }
 
-    /// The object key of a job's media: our own id, never user input.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// The object key of a job's media: our own, never user input
+    /// (`downloads/YYYY/MM/DD/<job id>`, the date from the id's UUIDv7 timestamp).
     pub fn object_key(job_id: Uuid) -> String {
-        format!("downloads/{job_id}")
-    }
-
-    /// Starts a streamed upload to `key`; nothing is visible at `key` until it finishes.
-    pub async fn start_upload(&self, key: &str) -> object_store::Result<WriteMultipart> {
-        let upload = self.store.put_multipart(&Path::from(key)).await?;
-        Ok(WriteMultipart::new_with_chunk_size(
-            upload,
-            UPLOAD_PART_BYTES,
-        ))
-    }
-
-    /// Deletes an object; a missing one is not an error (deletes are retried).
-    pub async fn delete(&self, key: &str) -> object_store::Result<()> {
-        match self.store.delete(&Path::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let date = job_id
+            .get_timestamp()
+            .and_then(|t| {
+                let (secs, nanos) = t.to_unix();
+                chrono::DateTime::from_timestamp(secs as i64, nanos)
+            })
+            .unwrap_or_default();
+        format!("downloads/{}/{job_id}", date.format("%Y/%m/%d"))
     }
 }

@@ -1,6 +1,7 @@
 //! Test support: real Postgres and Redis, isolated per test, a local media server, and
 //! helpers to run the real binaries.
 
+pub mod emulators;
 pub mod media;
 pub mod procs;
 pub mod prom;

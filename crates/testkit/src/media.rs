@@ -12,6 +12,9 @@
 //! - `/truncated/{bytes}/{seed}/{tag}`: announces `bytes`, sends half, closes
 //! - `/stall/{tag}`: headers and 1 KiB, then nothing until the client leaves
 //! - `/html/{tag}`: a `text/html` page
+//! - `/redirect/{host}/{port}/{path...}`: 302 to `http://{host}:{port}/{path...}` (host as
+//!   written: `127.0.0.1`, `localhost`, `2130706433`, ...), for the egress guard's
+//!   redirect checks
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -180,6 +183,17 @@ async fn serve(
                 let mut sink = [0u8; 1024];
                 while reader.read(&mut sink).await? > 0 {}
                 return Ok(());
+            }
+            Some("redirect") if parts.len() >= 3 => {
+                let location = format!("http://{}:{}/{}", parts[1], parts[2], parts[3..].join("/"));
+                sock.write_all(
+                    format!(
+                        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+                true
             }
             Some("html") => {
                 let body = "<html><body>not a video</body></html>";

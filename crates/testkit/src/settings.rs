@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use clipstash_api::auth::{AccessArgs, AuthMode};
 use clipstash_runtime::{CommonArgs, GaugeArgs};
 use clipstash_sources::NetworkArgs;
-use clipstash_storage::StorageArgs;
+use clipstash_sources::egress::Allowlist;
+use clipstash_storage::{Placement, StorageArgs};
 
 use crate::{TestDb, TestQueue};
 
@@ -16,6 +18,8 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
         database: db.args(),
         redis: queue.args(),
         storage: StorageArgs {
+            storage: Vec::new(),
+            placement: Placement::Random,
             storage_dir: storage_dir.to_path_buf(),
             storage_quota_bytes: 0,
         },
@@ -25,17 +29,33 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
         },
         network: NetworkArgs {
             allow_private_networks: true,
+            egress_allow: Allowlist::default(),
         },
     }
 }
 
-/// API settings on a port from the OS.
+/// API settings on a port from the OS, with auth off (suites that are not about access
+/// need no key); [`access`] gives the settings with auth on.
 pub fn api(common: CommonArgs) -> clipstash_api::Settings {
     clipstash_api::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: None,
         http_workers: Some(2),
+        access: AccessArgs {
+            auth: AuthMode::Off,
+            ..access()
+        },
         common,
+    }
+}
+
+/// Access settings with auth required and a 1 s key cache (revocation tests wait that long).
+pub fn access() -> AccessArgs {
+    AccessArgs {
+        auth: AuthMode::Required,
+        rate_per_minute: 10_000,
+        max_active_jobs: 1_000,
+        auth_cache_ttl: Duration::from_secs(1),
     }
 }
 

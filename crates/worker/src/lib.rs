@@ -13,6 +13,7 @@
 pub mod job;
 pub mod settings;
 pub mod startup;
+pub mod storage_cmd;
 pub mod supervisor;
 pub mod sweeper;
 

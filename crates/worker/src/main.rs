@@ -3,7 +3,8 @@ use std::net::TcpListener;
 use anyhow::Context;
 use clap::Parser;
 use clipstash_runtime::{cancel_on_signal, init_tracing, migrate_command};
-use clipstash_worker::{Cli, Command, Worker};
+use clipstash_worker::settings::StorageCommand;
+use clipstash_worker::{Cli, Command, Worker, storage_cmd};
 use metrics_core::{Component, Exporter};
 use tokio_util::sync::CancellationToken;
 
@@ -12,6 +13,13 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Migrate(db) => migrate_command(&db).await,
+        Command::Storage(cmd) => {
+            let ok = match cmd {
+                StorageCommand::Check(args) => storage_cmd::check(&args).await?,
+                StorageCommand::Reconcile(args) => storage_cmd::reconcile(&args).await?,
+            };
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         Command::Run(settings) => {
             let exporter =
                 Exporter::install(Component::Worker).context("installing the metrics recorder")?;

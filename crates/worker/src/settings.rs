@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use clipstash_db::DatabaseArgs;
 use clipstash_domain::config::byte_size;
 use clipstash_runtime::CommonArgs;
+use clipstash_storage::StorageArgs;
 
 /// Command line of `clipstash-worker`.
 #[derive(Debug, Parser)]
@@ -26,6 +27,36 @@ pub enum Command {
     Run(Box<Settings>),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Check or reconcile the configured storage providers.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+/// `clipstash-worker storage ...`
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Write, read, list and delete a probe object on every provider; print a table. Exits 1
+    /// when any provider fails.
+    Check(StorageArgs),
+    /// Compare each provider's objects under downloads/ with Postgres: objects with no row
+    /// (orphans, e.g. from a crash mid-upload) and rows with no object. Exits 1 when any
+    /// difference is found and not fixed.
+    Reconcile(ReconcileArgs),
+}
+
+/// Settings of `storage reconcile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcileArgs {
+    /// Delete orphans older than the grace period and recompute usage from the files rows.
+    #[arg(long)]
+    pub fix: bool,
+    /// Orphans younger than this are left alone (an upload may be completing right now).
+    #[arg(long, env = "CLIPSTASH_RECONCILE_GRACE", value_name = "CLIPSTASH_RECONCILE_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// Settings of one worker process.

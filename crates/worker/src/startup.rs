@@ -8,7 +8,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::gauges;
-use clipstash_sources::{DirectHttp, FetchLimits};
+use clipstash_sources::{DirectHttp, EgressPolicy, FetchLimits};
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use tokio_util::sync::CancellationToken;
@@ -48,10 +48,19 @@ impl Worker {
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
-        let direct = DirectHttp::new(FetchLimits {
-            idle_timeout: settings.idle_timeout,
-            connect_timeout: settings.connect_timeout,
-        })?;
+        let egress = EgressPolicy::new(&common.network);
+        if !egress.is_enabled() {
+            tracing::warn!(
+                "egress guard off (CLIPSTASH_ALLOW_PRIVATE_NETWORKS=true): jobs may fetch from loopback and private networks"
+            );
+        }
+        let direct = DirectHttp::new(
+            FetchLimits {
+                idle_timeout: settings.idle_timeout,
+                connect_timeout: settings.connect_timeout,
+            },
+            egress,
+        )?;
 
         let listener = metrics_listener;
         let metrics_addr = listener.local_addr()?;

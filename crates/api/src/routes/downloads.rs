@@ -1,6 +1,6 @@
 //! `/v1/downloads`: submit, follow, list, cancel and delete download jobs.
 
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use clipstash_db::jobs::{IdempotencyKey, Inserted};
@@ -8,6 +8,7 @@ use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
 use clipstash_runtime::gauges;
+use clipstash_sources::EgressPolicy;
 use metrics_core::Task;
 use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,8 @@ use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::ApiError;
 
 /// Longest URL accepted.
@@ -87,8 +90,10 @@ pub struct CreateDownload {
     pub url: String,
 }
 
-/// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length.
-pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
+/// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length,
+/// and no host the egress guard refuses without resolving it (an IP literal such as
+/// 127.0.0.1 or 169.254.169.254): fast feedback; names are checked when fetched.
+pub fn validate_url(raw: &str, egress: &EgressPolicy) -> Result<url::Url, ApiError> {
     let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidUrl, msg);
     let raw = raw.trim();
     if raw.is_empty() {
@@ -110,6 +115,9 @@ pub fn validate_url(raw: &str) -> Result<url::Url, ApiError> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("url must not contain credentials"));
     }
+    egress
+        .check_url(&url)
+        .map_err(|f| ApiError::new(ErrorCode::ForbiddenAddress, f.to_string()))?;
     Ok(url)
 }
 
@@ -151,29 +159,45 @@ fn request_sha256(url: &url::Url) -> String {
     hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
-/// `POST /v1/downloads`. With `Idempotency-Key`, a repeat of the same body answers the job
-/// the first request created (200 instead of 202, with `Idempotent-Replayed: true`); the
-/// same key with another body is refused (422 `idempotency_key_reused`).
+/// Suggested wait before submitting again when a key is at its active-jobs cap.
+const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
+
+/// `POST /v1/downloads`. With `Idempotency-Key`, a repeat of the same body by the same caller
+/// answers the job the first request created (200 instead of 202, with
+/// `Idempotent-Replayed: true`), even when the key is at its active-jobs cap; the same key with
+/// another body is refused (422 `idempotency_key_reused`).
 pub async fn create_download(
     state: web::Data<AppState>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Json<CreateDownload>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?;
-    let url = validate_url(&body.url)?;
+    let idempotency = idempotency_key(&req)?;
+    let url = validate_url(&body.url, &state.egress)?;
     let id = Uuid::now_v7();
     let source = VideoSource::for_url(&url);
-    let job = match &key {
-        None => jobs::insert_job(&state.pool, id, url.as_str(), source)
+    let owner = match &caller {
+        Caller::Anonymous => None,
+        Caller::Key(key) => Some((key.id, key.max_active_jobs)),
+    };
+    let job = match (&idempotency, owner) {
+        (None, None) => jobs::insert_job(&state.pool, id, url.as_str(), source)
             .await
             .map_err(ApiError::database)?,
-        Some(key) => {
+        (None, Some((key_id, cap))) => {
+            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key_id, cap.into())
+                .await
+                .map_err(ApiError::database)?
+                .map_err(|_| too_many_active(cap))?
+        }
+        (Some(key), owner) => {
             let hash = request_sha256(&url);
             let key = IdempotencyKey {
                 key,
                 request_sha256: &hash,
             };
-            match jobs::insert_job_idempotent(&state.pool, id, url.as_str(), source, key)
+            let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
+            match jobs::insert_job_idempotent(&state.pool, id, url.as_str(), source, key, owner)
                 .await
                 .map_err(ApiError::database)?
             {
@@ -191,6 +215,9 @@ pub async fn create_download(
                         ErrorCode::IdempotencyKeyReused,
                         "this Idempotency-Key was used with a different request body",
                     ));
+                }
+                Inserted::AtCap(_) => {
+                    return Err(too_many_active(owner.map_or(0, |(_, cap)| cap as u32)));
                 }
             }
         }
@@ -222,20 +249,43 @@ pub async fn create_download(
         .json(JobView::from(job)))
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+/// The key already has `cap` jobs queued, running or retrying.
+fn too_many_active(cap: u32) -> ApiError {
+    let value = |s: String| HeaderValue::from_str(&s).expect("ascii");
+    ApiError::new(
+        ErrorCode::TooManyActiveJobs,
+        format!(
+            "this key already has {cap} jobs queued, running or retrying; wait for one to end or cancel one"
+        ),
+    )
+    .with_header(RETRY_AFTER, HeaderValue::from(ACTIVE_JOBS_RETRY_AFTER_SECS))
+    .with_header(
+        RATELIMIT_POLICY.clone(),
+        value(format!("\"active-jobs\";q={cap}")),
+    )
+    .with_header(
+        RATELIMIT.clone(),
+        value(format!(
+            "\"active-jobs\";r=0;t={ACTIVE_JOBS_RETRY_AFTER_SECS}"
+        )),
+    )
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::new(ErrorCode::InvalidId, "job id must be a UUID"))
 }
 
-fn not_found(id: Uuid) -> ApiError {
+pub(crate) fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no job {id}"))
 }
 
 pub async fn get_download(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let job = jobs::get_job(&state.pool, id)
+    let job = jobs::get_job_of(&state.pool, id, caller.owner())
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| not_found(id))?;
@@ -258,6 +308,7 @@ pub struct JobPage {
 
 pub async fn list_downloads(
     state: web::Data<AppState>,
+    caller: Caller,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let bad = ApiError::new;
@@ -287,9 +338,15 @@ pub async fn list_downloads(
             )
         })?),
     };
-    let rows = jobs::list_jobs(&state.pool, status, before, i64::from(limit))
-        .await
-        .map_err(ApiError::database)?;
+    let rows = jobs::list_jobs(
+        &state.pool,
+        caller.owner(),
+        status,
+        before,
+        i64::from(limit),
+    )
+    .await
+    .map_err(ApiError::database)?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
@@ -301,10 +358,11 @@ pub async fn list_downloads(
 
 pub async fn delete_download(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    match transitions::delete_job(&state.pool, id)
+    match transitions::delete_job_of(&state.pool, id, caller.owner())
         .await
         .map_err(ApiError::database)?
     {
@@ -323,12 +381,15 @@ pub async fn delete_download(
         } => {
             // The accounting is committed first: a failed delete leaves an orphan object
             // (logged), never usage that counts bytes no job owns.
-            if provider == state.storage.provider().as_str() {
-                if let Err(e) = state.storage.delete(&object_key).await {
-                    tracing::error!(%id, object_key, error = %e, "deleting a released object");
+            match state.storage.provider(&provider) {
+                Some(p) => {
+                    if let Err(e) = p.delete(&object_key).await {
+                        tracing::error!(%id, provider, object_key, error = %e, "deleting a released object; it is an orphan until `storage reconcile --fix`");
+                    }
                 }
-            } else {
-                tracing::warn!(%id, provider, "object is on a provider this API is not configured for");
+                None => {
+                    tracing::warn!(%id, provider, "object is on a provider this API is not configured for")
+                }
             }
             if let Ok(usage) = storage_usage(&state.pool).await {
                 gauges::set_storage(&usage);

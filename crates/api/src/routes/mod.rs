@@ -2,30 +2,44 @@
 
 pub mod downloads;
 pub mod fallback;
+pub mod files;
 pub mod health;
 pub mod storage;
 
 use actix_web::web;
 
-/// The versioned API routes plus health checks; each resource answers 405 in the common
+use crate::auth;
+
+/// The versioned API routes (behind [`auth::authenticate`]) plus health checks; each resource answers 405 in the common
 /// JSON format for methods it does not serve.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Everything under /v1 (unmatched paths included) passes the auth middleware first.
     cfg.service(
-        web::resource("/v1/downloads")
-            .route(web::post().to(downloads::create_download))
-            .route(web::get().to(downloads::list_downloads))
-            .default_service(web::to(fallback::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/downloads/{id}")
-            .route(web::get().to(downloads::get_download))
-            .route(web::delete().to(downloads::delete_download))
-            .default_service(web::to(fallback::method_not_allowed)),
-    )
-    .service(
-        web::resource("/v1/storage")
-            .route(web::get().to(storage::storage))
-            .default_service(web::to(fallback::method_not_allowed)),
+        web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .service(
+                web::resource("/downloads")
+                    .route(web::post().to(downloads::create_download))
+                    .route(web::get().to(downloads::list_downloads))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/downloads/{id}")
+                    .route(web::get().to(downloads::get_download))
+                    .route(web::delete().to(downloads::delete_download))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/downloads/{id}/file")
+                    .route(web::get().to(files::download_file))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .service(
+                web::resource("/storage")
+                    .route(web::get().to(storage::storage))
+                    .default_service(web::to(fallback::method_not_allowed)),
+            )
+            .default_service(web::to(fallback::unmatched)),
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));

@@ -1,4 +1,6 @@
-//! `/v1/storage`: bytes and files per storage provider.
+//! `/v1/storage`: every configured storage provider with its usage and quota.
+
+use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use clipstash_db::usage::storage_usage;
@@ -7,45 +9,57 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::error::ApiError;
 
+/// One provider's figures.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ProviderUsage {
-    pub provider: String,
+pub struct ProviderView {
+    /// The configured name (the `provider` of jobs and metrics).
+    pub name: String,
+    /// `local`, `s3`, `gcs` or `azure`; `unknown` for a provider that holds files but is no
+    /// longer configured.
+    pub kind: String,
     pub bytes_used: i64,
-    pub file_count: i64,
-    /// Configured quota, 0 when none.
+    pub files: i64,
+    /// 0 when the provider has no quota.
     pub quota_bytes: u64,
+    /// `bytes_used / quota_bytes`; null without a quota.
+    pub used_ratio: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StorageView {
-    pub providers: Vec<ProviderUsage>,
+    pub providers: Vec<ProviderView>,
 }
 
 pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let usage = storage_usage(&state.pool)
+    let mut usage: HashMap<String, (i64, i64)> = storage_usage(&state.pool)
         .await
-        .map_err(ApiError::database)?;
-    let own = state.storage.provider().as_str();
-    let mut providers: Vec<ProviderUsage> = usage
+        .map_err(ApiError::database)?
         .into_iter()
-        .map(|u| ProviderUsage {
-            quota_bytes: if u.provider == own {
-                state.storage.quota_bytes()
-            } else {
-                0
-            },
-            provider: u.provider,
-            bytes_used: u.bytes_used,
-            file_count: u.file_count,
+        .map(|u| (u.provider, (u.bytes_used, u.file_count)))
+        .collect();
+    let view = |name: String, kind: &str, quota: u64, (bytes, files): (i64, i64)| ProviderView {
+        used_ratio: (quota > 0).then(|| bytes as f64 / quota as f64),
+        name,
+        kind: kind.to_string(),
+        bytes_used: bytes,
+        files,
+        quota_bytes: quota,
+    };
+    let mut providers: Vec<ProviderView> = state
+        .storage
+        .providers()
+        .iter()
+        .map(|p| {
+            let name = p.name().to_string();
+            let used = usage.remove(&name).unwrap_or_default();
+            view(name, p.kind().as_str(), p.quota_bytes(), used)
         })
         .collect();
-    if !providers.iter().any(|p| p.provider == own) {
-        providers.push(ProviderUsage {
-            provider: own.into(),
-            bytes_used: 0,
-            file_count: 0,
-            quota_bytes: state.storage.quota_bytes(),
-        });
-    }
+    let mut rest: Vec<_> = usage.into_iter().collect();
+    rest.sort();
+    providers.extend(
+        rest.into_iter()
+            .map(|(name, used)| view(name, "unknown", 0, used)),
+    );
     Ok(HttpResponse::Ok().json(StorageView { providers }))
 }

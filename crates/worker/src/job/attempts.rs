@@ -8,9 +8,9 @@ use clipstash_db::{Claim, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobError, StoredObject};
 use clipstash_runtime::gauges;
 use clipstash_sources::Source;
-use clipstash_storage::Storage;
 use clipstash_storage::ingest::ingest;
 use metrics_core::{Outcome, Task, Tracker, record_queue_wait};
+use uuid::Uuid;
 
 use super::JobContext;
 use super::lock::LockedConn;
@@ -54,7 +54,6 @@ impl JobContext {
         };
         let mut conn = LockedConn::new(conn, id);
         let source = &self.direct;
-        let key = Storage::object_key(id);
         let mut delays = self.backoff();
 
         if attempts > self.max_attempts {
@@ -77,7 +76,7 @@ impl JobContext {
             tracing::info!(%id, attempt = attempts, "downloading");
             let result = match tokio::time::timeout(
                 self.attempt_timeout,
-                self.attempt(source, &job.url, &key),
+                self.attempt(source, id, &job.url),
             )
             .await
             {
@@ -97,7 +96,7 @@ impl JobContext {
                             tracing::info!(%id, bytes = object.size_bytes, "stored");
                         }
                         None => {
-                            tracing::warn!(%id, key, "job left the running state during its attempt; its object is an orphan");
+                            tracing::warn!(%id, key = object.object_key, "job left the running state during its attempt; its object is an orphan");
                         }
                     }
                     break;
@@ -145,11 +144,11 @@ impl JobContext {
     async fn attempt(
         &self,
         source: &impl Source,
+        id: Uuid,
         url: &str,
-        key: &str,
     ) -> Result<StoredObject, JobError> {
         let media = source.open(url).await?;
-        ingest(&self.storage, key, media, self.max_file_bytes).await
+        ingest(&self.storage, &self.pool, id, media, self.max_file_bytes).await
     }
 
     /// Delays between attempts: `retry_base`, doubling, each stretched by up to 100 %

@@ -127,7 +127,8 @@ impl Env {
     }
 
     pub fn object_path(&self, id: Uuid) -> PathBuf {
-        self.storage_dir.join("downloads").join(id.to_string())
+        self.storage_dir
+            .join(clipstash_storage::Storage::object_key(id))
     }
 
     /// Files under the storage root (staging files of aborted uploads included).
