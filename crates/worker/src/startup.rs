@@ -40,10 +40,12 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         settings.validate()?;
         let common = &settings.common;
-        // One connection per running job holds its lock, plus room for the sampler and sweeper.
+        // One connection per running job holds its lock; as many again for their quota
+        // reservations (taken on the pool, while the lock connection stays held), plus room
+        // for the sampler and the sweeper.
         let pool = common
             .database
-            .connect(settings.concurrency + 3)
+            .connect(2 * settings.concurrency + 3)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
