@@ -532,3 +532,42 @@ async fn auth_off_is_announced_loudly() {
     );
     let _ = std::fs::remove_dir_all(storage);
 }
+
+#[tokio::test]
+async fn idempotency_keys_belong_to_their_api_key_and_replays_pass_the_cap() {
+    let (db, queue) = (TestDb::new().await, TestQueue::new());
+    let api = start(&db, &queue, test_settings::access()).await;
+    let a = key(&db, "a", None, Some(1)).await;
+    let b = key(&db, "b", None, None).await;
+    let post = |k: String, url: &'static str| {
+        let base = api.base.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/downloads"))
+                .bearer_auth(k)
+                .header("Idempotency-Key", "order-42")
+                .json(&json!({ "url": url }))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, first) = post(a.clone(), "https://a.example/v.mp4").await;
+    assert_eq!(code, 202, "{first}");
+    // The same Idempotency-Key from another API key is another job.
+    let (code, other) = post(b.clone(), "https://a.example/v.mp4").await;
+    assert_eq!(code, 202, "{other}");
+    assert_ne!(first["id"], other["id"]);
+    // A's replay is answered although A is at its cap of one active job...
+    let (code, replay) = post(a.clone(), "https://a.example/v.mp4").await;
+    assert_eq!((code, &replay["id"]), (200, &first["id"]));
+    // ...while a new submit by A is not, and the key with another body is refused first.
+    let r = submit(&api, &a, "https://a.example/w.mp4").await;
+    assert_eq!(r.body["error"]["code"], "too_many_active_jobs");
+    let (code, reused) = post(a, "https://a.example/w.mp4").await;
+    assert_eq!(
+        (code, reused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+}

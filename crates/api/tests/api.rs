@@ -553,3 +553,105 @@ async fn metrics_move_to_their_own_listener_when_configured() {
     server.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn concurrent_duplicates_with_one_idempotency_key_make_one_job() {
+    let app = spawn_app().await;
+    let post = |key: &str, url: &str| {
+        app.client
+            .post(format!("{}/v1/downloads", app.base))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "url": url }))
+            .send()
+    };
+    let url = "https://media.example/same.mp4";
+    let answers = futures_util::future::join_all((0..16).map(|_| post("order-42", url))).await;
+    let mut ids = Vec::new();
+    let mut codes = Vec::new();
+    for r in answers {
+        let r = r.unwrap();
+        codes.push(r.status().as_u16());
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    codes.sort();
+    assert_eq!(codes[0], 200, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| **c == 202).count(),
+        1,
+        "one creates (202), the rest replay (200): {codes:?}"
+    );
+    assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    let queue = Queue::connect(&app.queue.args()).await.unwrap();
+    assert_eq!(queue.stats().await.unwrap().pending, 1, "enqueued once");
+
+    // The same body spelled differently is the same request.
+    let r = app
+        .client
+        .post(format!("{}/v1/downloads", app.base))
+        .header("Idempotency-Key", "order-42")
+        .header("Content-Type", "application/json")
+        .body(format!("{{ \"url\" :  \"{url}\" }}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"].as_str().unwrap(), ids[0]);
+
+    // Another body under the same key is refused, and creates nothing.
+    let r = post("order-42", "https://media.example/other.mp4")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "idempotency_key_reused");
+
+    // Another key is another job.
+    let r = post("order-43", url).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test]
+async fn malformed_idempotency_keys_are_refused() {
+    let app = spawn_app().await;
+    let long = "k".repeat(256);
+    for key in ["", "has space", long.as_str(), "tab\there"] {
+        let r = app
+            .client
+            .post(format!("{}/v1/downloads", app.base))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "url": "https://media.example/v.mp4" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{key:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_idempotency_key", "{key:?}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/v1/downloads", app.base))
+        .header("Idempotency-Key", "k".repeat(255))
+        .json(&json!({ "url": "https://media.example/v.mp4" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}

@@ -100,12 +100,7 @@ pub async fn insert_job_capped(
         .bind(api_key_id)
         .execute(&mut *tx)
         .await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE api_key_id = $1 AND status IN ('queued', 'running', 'retrying')",
-    )
-    .bind(api_key_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let active = active_jobs(&mut *tx, api_key_id).await?;
     if active >= max_active {
         tx.rollback().await?;
         return Ok(Err(TooManyActive { active }));
@@ -113,6 +108,24 @@ pub async fn insert_job_capped(
     let job = insert(&mut *tx, id, url, source, Some(api_key_id)).await?;
     tx.commit().await?;
     Ok(Ok(job))
+}
+
+/// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
+async fn active_jobs<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    api_key_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    use strum::VariantArray;
+    let live: Vec<&str> = JobStatus::VARIANTS
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE api_key_id = $1 AND status = ANY($2)")
+        .bind(api_key_id)
+        .bind(live)
+        .fetch_one(executor)
+        .await
 }
 
 pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
@@ -154,4 +167,194 @@ pub async fn list_jobs(
     .bind(owner.filter())
     .fetch_all(pool)
     .await
+}
+
+/// An `Idempotency-Key` and the SHA-256 (hex) of the canonical request body it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencyKey<'a> {
+    pub key: &'a str,
+    pub request_sha256: &'a str,
+}
+
+/// What an idempotent insert found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// A new job.
+    Created(JobRow),
+    /// The key was used before, by the same caller, with the same body: the job it created.
+    Replayed(JobRow),
+    /// The key was used before, by the same caller, with another body.
+    KeyReused,
+    /// Not inserted: the API key is at its active-jobs cap (a replay is answered first).
+    AtCap(TooManyActive),
+}
+
+/// Inserts a new queued job under an idempotency key, or returns the job the key already
+/// created. Keys are scoped to their caller: `owner` is the API key and its active-jobs cap,
+/// `None` when auth is off.
+///
+/// With an owner, the key's row is locked for the lookup, the cap and the insert (as in
+/// [`insert_job_capped`]), so concurrent duplicates of one caller are serialised and a replay
+/// is answered before the cap is checked. Without one, the unique index on
+/// `(api_key_id, idempotency_key)` decides between concurrent duplicates: a second
+/// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and inserts nothing; the
+/// follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
+pub async fn insert_job_idempotent(
+    pool: &PgPool,
+    id: Uuid,
+    url: &str,
+    source: VideoSource,
+    key: IdempotencyKey<'_>,
+    owner: Option<(Uuid, i64)>,
+) -> Result<Inserted, sqlx::Error> {
+    let found_as = |found: Option<JobRowWithHash>| match found {
+        Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
+            Some(Inserted::Replayed(f.row))
+        }
+        Some(_) => Some(Inserted::KeyReused),
+        None => None,
+    };
+    let insert_sql = format!(
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let find_sql = format!(
+        "SELECT request_sha256, {JOB_COLUMNS} FROM jobs \
+         WHERE api_key_id IS NOT DISTINCT FROM $1 AND idempotency_key = $2"
+    );
+    if let Some((api_key_id, max_active)) = owner {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+            .bind(api_key_id)
+            .execute(&mut *tx)
+            .await?;
+        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(find_sql.clone()))
+            .bind(api_key_id)
+            .bind(key.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(answer) = found_as(found) {
+            tx.rollback().await?;
+            return Ok(answer);
+        }
+        let active = active_jobs(&mut *tx, api_key_id).await?;
+        if active >= max_active {
+            tx.rollback().await?;
+            return Ok(Inserted::AtCap(TooManyActive { active }));
+        }
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql))
+            .bind(id)
+            .bind(url)
+            .bind(source)
+            .bind(JobStatus::Queued)
+            .bind(api_key_id)
+            .bind(key.key)
+            .bind(key.request_sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Inserted::Created(row));
+    }
+    // Retention could delete the winner between the two statements: try again then.
+    for _ in 0..3 {
+        let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql.clone()))
+            .bind(id)
+            .bind(url)
+            .bind(source)
+            .bind(JobStatus::Queued)
+            .bind(None::<Uuid>)
+            .bind(key.key)
+            .bind(key.request_sha256)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(row) = created {
+            return Ok(Inserted::Created(row));
+        }
+        let found: Option<JobRowWithHash> = sqlx::query_as(sqlx::AssertSqlSafe(find_sql.clone()))
+            .bind(None::<Uuid>)
+            .bind(key.key)
+            .fetch_optional(pool)
+            .await?;
+        if let Some(answer) = found_as(found) {
+            return Ok(answer);
+        }
+    }
+    Err(sqlx::Error::RowNotFound)
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRowWithHash {
+    request_sha256: Option<String>,
+    #[sqlx(flatten)]
+    row: JobRow,
+}
+
+/// A live job (`queued`, `retrying` or `running`) not updated for a while: what the sweeper
+/// checks against Redis.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StaleJob {
+    pub id: Uuid,
+    pub url: String,
+    pub status: JobStatus,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Up to `limit` jobs, ids after `after` in id order (keyset pages), that are
+/// `queued`/`retrying` and not updated for `grace`, or `running` and not updated for
+/// `orphan_after`.
+pub async fn stale_live_jobs(
+    pool: &PgPool,
+    grace: std::time::Duration,
+    orphan_after: std::time::Duration,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<StaleJob>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, url, status, created_at FROM jobs \
+         WHERE ((status IN ($1, $2) AND updated_at < now() - make_interval(secs => $4)) \
+             OR (status = $3 AND updated_at < now() - make_interval(secs => $5))) \
+           AND ($6::uuid IS NULL OR id > $6) \
+         ORDER BY id LIMIT $7",
+    )
+    .bind(JobStatus::Queued)
+    .bind(JobStatus::Retrying)
+    .bind(JobStatus::Running)
+    .bind(grace.as_secs_f64())
+    .bind(orphan_after.as_secs_f64())
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes up to `limit` finished jobs that finished more than `older_than` ago, keeping
+/// every job whose object is still stored (it has a `stored_files` row). Returns how many
+/// rows went.
+pub async fn delete_finished_before(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    use strum::VariantArray;
+    let terminal: Vec<&str> = JobStatus::VARIANTS
+        .iter()
+        .filter(|s| s.is_terminal())
+        .map(|s| s.as_str())
+        .collect();
+    let done = sqlx::query(
+        "DELETE FROM jobs WHERE id IN ( \
+           SELECT j.id FROM jobs j \
+           WHERE j.status = ANY($1) AND j.finished_at < now() - make_interval(secs => $2) \
+             AND NOT EXISTS (SELECT 1 FROM stored_files f WHERE f.job_id = j.id) \
+           LIMIT $3)",
+    )
+    .bind(terminal)
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(done)
 }

@@ -12,9 +12,22 @@ use crate::usage::{Usage, provider_usage, release_reservation, shard_of};
 /// Postgres advisory-lock key of a job: the job runs only while its worker holds this lock
 /// on a live session, so a duplicate delivery cannot run it twice at once and a killed
 /// worker's lock vanishes with its connection.
-fn lock_key(id: Uuid) -> i64 {
+pub fn lock_key(id: Uuid) -> i64 {
     let b = id.as_u128();
     ((b >> 64) as i64) ^ (b as i64)
+}
+
+/// Whether a live session holds the job's lock (its worker is running it). Tries the lock on
+/// `conn` and releases it at once; `conn` must not be one that runs jobs.
+pub async fn is_locked(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(lock_key(id))
+        .fetch_one(&mut *conn)
+        .await?;
+    if got {
+        release(conn, id).await?;
+    }
+    Ok(!got)
 }
 
 /// Result of trying to start an attempt.

@@ -62,6 +62,8 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     JobRunning,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
     // Access: no key, an unknown or revoked key, a key over one of its limits.
     Unauthenticated,
     InvalidApiKey,
@@ -114,6 +116,8 @@ impl ErrorCode {
             NotFound => (Validation, 404),
             MethodNotAllowed => (Validation, 405),
             JobRunning => (Validation, 409),
+            InvalidIdempotencyKey => (Validation, 400),
+            IdempotencyKeyReused => (Validation, 422),
             Unauthenticated => (Validation, 401),
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),

@@ -62,6 +62,7 @@ pub const TASK_QUEUE_WAIT_SECONDS: &str = "task_queue_wait_seconds";
 pub const TASKS_ENQUEUED_TOTAL: &str = "tasks_enqueued_total";
 pub const QUEUE_LENGTH: &str = "queue_length";
 pub const WORKERS_LIVE: &str = "workers_live";
+pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -263,6 +264,14 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: None,
         labels: &["queue"],
         help: "Workers whose heartbeat in Redis is recent; global: aggregate with max.",
+        buckets: &[],
+    },
+    MetricDef {
+        name: JOBS_REQUEUED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["reason"],
+        help: "Jobs the sweeper enqueued again because Redis no longer held them: reason not_in_queue (queued or retrying in Postgres) or orphaned (running, its worker gone).",
         buckets: &[],
     },
 ];

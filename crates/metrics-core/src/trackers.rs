@@ -20,6 +20,12 @@ pub fn record_queue_wait(task: Task, seconds: f64) {
     histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => task.as_str()).record(seconds.max(0.0));
 }
 
+/// Counts one job the sweeper enqueued again in `jobs_requeued_total{reason}`; `reason` is
+/// one of a closed set (`not_in_queue`, `orphaned`).
+pub fn record_requeue(reason: &'static str) {
+    counter!(JOBS_REQUEUED_TOTAL, "reason" => reason).increment(1);
+}
+
 /// How an operation ended: the `status` label of its `*_total` counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

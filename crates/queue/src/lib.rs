@@ -4,11 +4,17 @@
 //! covered by a test in `crates/worker/tests/`): keys are `{queue}:active` (LIST),
 //! `{queue}:scheduled` (ZSET, every push lands here with score = now),
 //! `{queue}:inflight:{worker}` (SET), `{queue}:workers` (ZSET, score = last heartbeat),
-//! `{queue}:dead` (SET). The scripts in `src/lua/` read and write them directly.
+//! `{queue}:dead` (SET), `{queue}:data` (HASH task id → payload), `{queue}:meta:{id}`
+//! (HASH), `{queue}:done` (SET). The scripts in `src/lua/` read and write them directly.
+//!
+//! A job's task id in Redis is its job id, so "does Redis still hold job X" is
+//! `HEXISTS {queue}:data X`, and a second push of a job Redis still holds is a no-op
+//! (apalis' push script sets the payload with `HSETNX`): the sweeper may push freely.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use apalis::prelude::TaskSink;
+use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
 use apalis_redis::{Config, RedisStorage};
 use clipstash_domain::DownloadJob;
 use clipstash_domain::config::secret_url;
@@ -113,14 +119,70 @@ impl Queue {
             .with_config(self.config.clone().batch_size(batch_size.max(1)))
     }
 
-    /// Enqueues one job: one `EVALSHA` round trip.
+    /// Enqueues one job under its job id as task id: one `EVALSHA` round trip. A no-op while
+    /// Redis still holds the job (apalis' push sets the payload with `HSETNX`).
     pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
+        let task_id = TaskId::from_str(&job.job_id.to_string())
+            .map_err(|e| anyhow::anyhow!("task id: {e}"))?;
+        let task = TaskBuilder::new(job.clone()).task_id(task_id).build();
         // Clones share the connection; push needs `&mut`.
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(task)
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+    }
+
+    /// Enqueues another copy of a job under a fresh task id, as a redelivery would: for tests
+    /// of duplicate deliveries. Production code uses [`push`](Queue::push).
+    pub async fn push_copy(&self, job: &DownloadJob) -> anyhow::Result<()> {
         let mut storage = self.storage.clone();
         storage
             .push(job.clone())
             .await
             .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+    }
+
+    /// Of `ids`, the jobs Redis no longer holds as live tasks (no payload, or acked as done
+    /// or dead). One atomic script; finished entries of returned ids are removed so a
+    /// following [`push`](Queue::push) lands.
+    pub async fn missing(&self, ids: &[uuid::Uuid]) -> redis::RedisResult<Vec<uuid::Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = MISSING_SCRIPT.prepare_invoke();
+        call.key(self.key("data"))
+            .key(self.key("done"))
+            .key(self.key("dead"))
+            .arg(self.key("meta:"));
+        for id in ids {
+            call.arg(id.to_string());
+        }
+        let missing: Vec<String> = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(missing
+            .iter()
+            .filter_map(|s| uuid::Uuid::parse_str(s).ok())
+            .collect())
+    }
+
+    /// Forgets every task apalis has acked as done (payload, metadata, done entry), in
+    /// batches of `batch` per script call; returns how many went. Postgres keeps the history.
+    pub async fn prune_done(&self, batch: usize) -> redis::RedisResult<u64> {
+        let batch = batch.max(1);
+        let mut total = 0u64;
+        loop {
+            let n: u64 = PRUNE_DONE_SCRIPT
+                .key(self.key("done"))
+                .key(self.key("data"))
+                .arg(self.key("meta:"))
+                .arg(batch)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            total += n;
+            if n < batch as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     pub async fn ping(&self) -> redis::RedisResult<()> {
@@ -170,6 +232,7 @@ impl Queue {
             .key(self.key(&format!("inflight:{worker_name}")))
             .key(self.key("active"))
             .key(self.key("workers"))
+            .key(self.key(&format!("workers:metadata:{worker_name}")))
             .arg(worker_name)
             .invoke_async(&mut self.conn.clone())
             .await
@@ -178,6 +241,12 @@ impl Queue {
 
 static STATS_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/stats.lua")));
+
+static MISSING_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/missing.lua")));
+
+static PRUNE_DONE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/prune_done.lua")));
 
 static HAND_BACK_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/hand_back.lua")));

@@ -73,6 +73,11 @@ pub fn worker(common: CommonArgs) -> clipstash_worker::Settings {
         connect_timeout: Duration::from_secs(2),
         max_file_bytes: 200 * 1024 * 1024,
         shutdown_grace: Duration::from_millis(500),
+        // Sweeps often, so recovery tests take seconds; the grace still covers the time
+        // between a test's insert and its push.
+        sweep_interval: Duration::from_millis(200),
+        sweep_grace: Duration::from_secs(1),
+        job_retention: None,
         common,
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`settings`]: the command line; [`startup`]: connect, bind `/metrics`, run, drain;
 //! - [`supervisor`]: the apalis monitor, restarts and hand-back;
-//! - [`job`]: one job: claim, the attempt loop with backoff, the outcome.
+//! - [`job`]: one job: claim, the attempt loop with backoff, the outcome;
+//! - [`sweeper`]: re-enqueues what Redis lost, prunes finished jobs, applies retention.
 //!
 //! Retries happen here, not in apalis: apalis-redis 1.0 retries failed tasks up to a
 //! hard-coded 25 times with a linear delay, so the handler keeps its own bounded, exponential
@@ -14,6 +15,7 @@ pub mod settings;
 pub mod startup;
 pub mod storage_cmd;
 pub mod supervisor;
+pub mod sweeper;
 
 pub use job::JobContext;
 pub use settings::{Cli, Command, Settings};

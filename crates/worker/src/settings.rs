@@ -118,6 +118,21 @@ pub struct Settings {
     #[arg(long, env = "CLIPSTASH_SHUTDOWN_GRACE", value_name = "CLIPSTASH_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// How often this worker's sweeper re-enqueues jobs Postgres says must run but Redis no
+    /// longer holds, and prunes finished jobs from Redis.
+    #[arg(long, env = "CLIPSTASH_SWEEP_INTERVAL", value_name = "CLIPSTASH_SWEEP_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Age (since last update) before a queued or retrying job missing from Redis is
+    /// re-enqueued; keeps the sweeper from racing the API's own push.
+    #[arg(long, env = "CLIPSTASH_SWEEP_GRACE", value_name = "CLIPSTASH_SWEEP_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sweep_grace: Duration,
+
+    /// Delete finished jobs (succeeded, failed, cancelled) from Postgres this long after they
+    /// finished, e.g. 30d; a job whose object is still stored is always kept. Unset: keep forever.
+    #[arg(long, env = "CLIPSTASH_JOB_RETENTION", value_name = "CLIPSTASH_JOB_RETENTION", value_parser = humantime::parse_duration)]
+    pub job_retention: Option<Duration>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -133,6 +148,10 @@ impl Settings {
              CLIPSTASH_HEARTBEAT_INTERVAL x CLIPSTASH_MISSED_HEARTBEATS ({:?})",
             self.shutdown_grace,
             self.common.redis.orphan_timeout()
+        );
+        anyhow::ensure!(
+            !self.sweep_interval.is_zero(),
+            "CLIPSTASH_SWEEP_INTERVAL must be longer than 0"
         );
         Ok(())
     }

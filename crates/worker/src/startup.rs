@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::job::JobContext;
 use crate::settings::Settings;
 use crate::supervisor::{supervise, unique_name};
+use crate::sweeper::Sweeper;
 
 /// A worker process, built and bound but not yet taking jobs.
 pub struct Worker {
@@ -41,10 +42,10 @@ impl Worker {
         let common = &settings.common;
         // One connection per running job holds its lock; as many again for their quota
         // reservations (taken on the pool, while the lock connection stays held), plus room
-        // for the sampler.
+        // for the sampler and the sweeper.
         let pool = common
             .database
-            .connect(2 * settings.concurrency + 2)
+            .connect(2 * settings.concurrency + 3)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
@@ -127,6 +128,15 @@ impl Worker {
             self.settings.common.gauges.queue_refresh,
             background.clone(),
         );
+        let sweeper = Sweeper {
+            pool: self.ctx.pool.clone(),
+            queue: self.queue.clone(),
+            interval: self.settings.sweep_interval,
+            grace: self.settings.sweep_grace,
+            orphan_after: self.settings.common.redis.orphan_timeout(),
+            retention: self.settings.job_retention,
+        }
+        .spawn(background.clone());
         let metrics_handle = self.metrics_server.handle();
         let metrics_task = tokio::spawn(self.metrics_server);
         // Jobs see the shutdown too: a job waiting to retry hands itself back at once.
@@ -151,7 +161,7 @@ impl Worker {
         forward.abort();
         background.cancel();
         metrics_handle.stop(true).await;
-        let _ = tokio::join!(upkeep, sampler, metrics_task);
+        let _ = tokio::join!(upkeep, sampler, sweeper, metrics_task);
         self.ctx.pool.close().await;
         tracing::info!(worker = %self.name, "stopped");
         Ok(())

@@ -54,6 +54,8 @@ impl Stack {
             ("CLIPSTASH_IDLE_TIMEOUT", "2s".into()),
             ("CLIPSTASH_QUEUE_REFRESH", "500ms".into()),
             ("CLIPSTASH_STORAGE_REFRESH", "500ms".into()),
+            ("CLIPSTASH_SWEEP_INTERVAL", "200ms".into()),
+            ("CLIPSTASH_SWEEP_GRACE", "1s".into()),
         ]
     }
 
@@ -371,6 +373,45 @@ async fn a_job_held_by_a_killed_worker_finishes_on_another_once() {
         survivor.terminate(Duration::from_secs(10)).await,
         "{}",
         survivor.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_job_the_api_never_pushed_is_swept_in_and_counted_in_jobs_requeued_total() {
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    let worker = stack.start_worker(1).await;
+    let port = stack.workers[worker].1;
+    // The API died between its INSERT and its push: only Postgres knows the job.
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO jobs (id, url, source) VALUES ($1, $2, 'direct')")
+        .bind(id)
+        .bind(media.url("/media/2500/3/lost"))
+        .execute(&stack.db.pool)
+        .await
+        .unwrap();
+    let status = wait_for("the lost job to succeed", LIMIT, || async {
+        let s: String = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+        (s != "queued" && s != "running").then_some(s)
+    })
+    .await;
+    assert_eq!(status, "succeeded", "{}", stack.logs());
+    let samples = prom::parse(&stack.scrape(port).await);
+    assert_eq!(
+        prom::sum(
+            &samples,
+            "jobs_requeued_total",
+            &[("reason", "not_in_queue")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        prom::sum(&samples, "jobs_requeued_total", &[("reason", "orphaned")]),
+        0.0
     );
 }
 

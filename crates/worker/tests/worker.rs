@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use clipstash_testkit::{MediaServer, media_sha256, wait_for};
-use common::Env;
+use common::{Env, OwnRedis};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -338,4 +338,279 @@ async fn a_busy_worker_does_not_hoard_jobs_other_workers_could_run() {
     }
     first.shutdown().await;
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_recorded_but_never_enqueued_is_swept_in_and_succeeds() {
+    // The API died between its INSERT and its push: only Postgres knows the job.
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let path = "/media/4321/7/lost";
+    let id = env.insert_only(&media.url(path)).await;
+    let worker = env.start_worker(env.settings()).await;
+    let job = env.finished(id, LIMIT).await;
+    assert_eq!(job.status.as_str(), "succeeded");
+    assert_eq!(job.attempts, 1);
+    assert_eq!(media.hits(path), 1);
+    assert_eq!(env.usage().await, (4321, 1));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_accepted_job_succeeds_once_after_redis_loses_everything() {
+    let redis = OwnRedis::start().await;
+    let env = Env::with_redis(Some(redis.url())).await;
+    let media = MediaServer::start().await;
+    let mut settings = env.settings();
+    // One slot: the held job runs, the others wait in Redis when it is flushed.
+    settings.concurrency = 1;
+    let held = "/held/300000/3/flush/a";
+    let held_id = env.submit(&media.url(held)).await;
+    let worker = env.start_worker(settings).await;
+    wait_for("the held download to start", LIMIT, || async {
+        (media.hits(held) == 1).then_some(())
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for i in 0..4u64 {
+        let path = format!("/media/{}/{i}/waiting", 1000 + i);
+        waiting.push((env.submit(&media.url(&path)).await, path, 1000 + i as i64));
+    }
+    // All five are in Redis (the worker may have prefetched one of the four).
+    let stats = env.producer.stats().await.unwrap();
+    assert_eq!(stats.pending + stats.running, 5, "{stats:?}");
+
+    redis.flushall().await;
+    media.release("flush");
+
+    let job = env.finished(held_id, LIMIT).await;
+    assert_eq!(job.status.as_str(), "succeeded");
+    let mut total = 300_000;
+    for (id, path, size) in &waiting {
+        let job = env.finished(*id, LIMIT).await;
+        assert_eq!(job.status.as_str(), "succeeded", "{path}");
+        assert_eq!(job.attempts, 1, "{path}");
+        assert_eq!(media.hits(path), 1, "{path} downloaded once");
+        total += size;
+    }
+    assert_eq!(env.usage().await, (total, 5), "each job counted once");
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM stored_files")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 5);
+    worker.shutdown().await;
+}
+
+/// Keys and hash fields under a queue's prefix.
+async fn redis_footprint(env: &Env) -> (usize, usize) {
+    let mut conn = env.queue.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.queue.name))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fields: usize = redis::cmd("HLEN")
+        .arg(format!("{}:data", env.queue.name))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    (keys.len(), fields)
+}
+
+#[tokio::test]
+async fn redis_holds_only_live_jobs_and_nothing_runs_twice() {
+    const N: u64 = 200;
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    // First without pruning (the first sweep is an hour away)...
+    let mut settings = env.settings();
+    settings.sweep_interval = Duration::from_secs(3600);
+    let worker = env.start_worker(settings).await;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(
+            env.submit(&media.url(&format!("/media/100/{i}/many")))
+                .await,
+        );
+    }
+    for id in &ids {
+        assert_eq!(env.finished(*id, LIMIT).await.status.as_str(), "succeeded");
+    }
+    worker.shutdown().await;
+    let before = redis_footprint(&env).await;
+    eprintln!("after {N} jobs, unpruned: (keys, data fields) = {before:?}");
+    assert!(before.0 as u64 > N, "{before:?}");
+
+    // ...then with the sweeper pruning every 200 ms: a small constant remains.
+    let worker = env.start_worker(env.settings()).await;
+    let after = wait_for("redis to hold only live jobs", LIMIT, || async {
+        let f = redis_footprint(&env).await;
+        (f.0 <= 4 && f.1 == 0).then_some(f)
+    })
+    .await;
+    eprintln!("after pruning: (keys, data fields) = {after:?}");
+
+    // The sweeper saw healthy jobs only: nothing was enqueued again, run twice or counted twice.
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(env.job(*id).await.attempts, 1);
+        assert_eq!(media.hits(&format!("/media/100/{i}/many")), 1);
+    }
+    assert_eq!(env.usage().await, (100 * N as i64, N as i64));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_old_finished_rows_but_never_a_stored_object() {
+    let env = Env::new().await;
+    let insert = |status: &'static str, finished_days_ago: Option<i32>, stored: bool| {
+        let pool = env.db.pool.clone();
+        async move {
+            let id = uuid::Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO jobs (id, url, source, status, finished_at, updated_at) \
+                 VALUES ($1, 'https://x.example/v', 'direct', $2, \
+                         now() - make_interval(days => $3), now() - make_interval(days => $3))",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(finished_days_ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+            if stored {
+                sqlx::query(
+                    "INSERT INTO stored_files (job_id, provider, object_key, size_bytes) \
+                     VALUES ($1, 'local', 'downloads/x', 1)",
+                )
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            id
+        }
+    };
+    let kept = [
+        insert("succeeded", Some(40), true).await, // its object is still stored
+        insert("failed", Some(2), false).await,    // too recent
+        insert("succeeded", Some(2), true).await,
+    ];
+    let gone = [
+        insert("failed", Some(40), false).await,
+        insert("cancelled", Some(40), false).await,
+        insert("succeeded", Some(40), false).await, // object deleted by the client
+    ];
+    let mut settings = env.settings();
+    settings.job_retention = Some(Duration::from_secs(30 * 86400));
+    let worker = env.start_worker(settings).await;
+    wait_for("old finished rows to go", LIMIT, || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1)")
+            .bind(&gone[..])
+            .fetch_one(&env.db.pool)
+            .await
+            .unwrap();
+        (n == 0).then_some(())
+    })
+    .await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ANY($1)")
+        .bind(&kept[..])
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM stored_files")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 2);
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_job_whose_worker_is_gone_is_reaped_but_a_live_one_is_not() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let (live_path, dead_path) = ("/media/2000/1/live", "/media/3000/2/dead");
+    let live = env.insert_only(&media.url(live_path)).await;
+    let dead = env.insert_only(&media.url(dead_path)).await;
+    // Both were claimed an hour ago; Redis has lost them (never pushed here).
+    sqlx::query(
+        "UPDATE jobs SET status = 'running', attempts = 1, started_at = now(), \
+         updated_at = now() - interval '1 hour' WHERE id = ANY($1)",
+    )
+    .bind(&[live, dead][..])
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    // A live worker's session still holds `live`'s lock.
+    let mut holder = env.db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(clipstash_db::transitions::lock_key(live))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let s = env.settings();
+    let sweeper = clipstash_worker::sweeper::Sweeper {
+        pool: env.db.pool.clone(),
+        queue: env.producer.clone(),
+        interval: s.sweep_interval,
+        grace: s.sweep_grace,
+        orphan_after: s.common.redis.orphan_timeout(),
+        retention: None,
+    };
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!((report.orphans, report.requeued), (1, 0), "{report:?}");
+    assert_eq!(
+        env.producer.missing(&[live, dead]).await.unwrap(),
+        vec![live],
+        "only the dead worker's job is back in Redis"
+    );
+    let again = sweeper.sweep().await.unwrap();
+    assert_eq!(again.orphans, 0, "Redis holds it now: {again:?}");
+
+    let worker = env.start_worker(env.settings()).await;
+    let job = env.finished(dead, LIMIT).await;
+    assert_eq!(job.status.as_str(), "succeeded");
+    assert_eq!(job.attempts, 2, "the lost attempt counts");
+    assert_eq!(media.hits(dead_path), 1);
+    assert_eq!(env.job(live).await.status.as_str(), "running");
+    assert_eq!(media.hits(live_path), 0);
+
+    // Its worker dies: the lock goes with the session, and the reaper takes the job.
+    drop(holder.detach());
+    let job = env.finished(live, LIMIT).await;
+    assert_eq!(job.status.as_str(), "succeeded");
+    assert_eq!(env.usage().await, (5000, 2));
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_sweep_re_enqueues_a_backlog_larger_than_a_page() {
+    // As after a Redis flush with a deep backlog: 1200 queued rows, none in Redis.
+    let env = Env::new().await;
+    sqlx::query(
+        "INSERT INTO jobs (id, url, source, status, updated_at) \
+         SELECT gen_random_uuid(), 'https://x.example/v', 'direct', 'queued', \
+                now() - interval '1 hour' FROM generate_series(1, 1200)",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let s = env.settings();
+    let sweeper = clipstash_worker::sweeper::Sweeper {
+        pool: env.db.pool.clone(),
+        queue: env.producer.clone(),
+        interval: s.sweep_interval,
+        grace: s.sweep_grace,
+        orphan_after: s.common.redis.orphan_timeout(),
+        retention: None,
+    };
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!(report.requeued, 1200, "{report:?}");
+    assert_eq!(env.producer.stats().await.unwrap().pending, 1200);
+    // Redis holds them all now: the next sweep pushes nothing.
+    assert_eq!(sweeper.sweep().await.unwrap().requeued, 0);
+    assert_eq!(env.producer.stats().await.unwrap().pending, 1200);
 }

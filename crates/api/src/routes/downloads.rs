@@ -1,8 +1,9 @@
 //! `/v1/downloads`: submit, follow, list, cancel and delete download jobs.
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use clipstash_db::jobs::{IdempotencyKey, Inserted};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
@@ -120,27 +121,105 @@ pub fn validate_url(raw: &str, egress: &EgressPolicy) -> Result<url::Url, ApiErr
     Ok(url)
 }
 
+/// Name of the header that makes a submit idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Reads `Idempotency-Key`: absent, or one value of 1-255 visible ASCII characters.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let mut values = req.headers().get_all(IDEMPOTENCY_KEY);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidIdempotencyKey, msg);
+    if values.next().is_some() {
+        return Err(invalid("send Idempotency-Key once"));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(invalid(&format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        )));
+    }
+    if !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "Idempotency-Key must be visible ASCII characters (no spaces or controls)",
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// SHA-256 (hex) of the canonical form of a submit: the normalised URL in a fixed JSON
+/// shape, so whitespace, key order or an equivalent spelling of the URL do not count as
+/// another body.
+fn request_sha256(url: &url::Url) -> String {
+    use sha2::Digest;
+    let canonical = serde_json::json!({ "url": url.as_str() }).to_string();
+    hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
+}
+
 /// Suggested wait before submitting again when a key is at its active-jobs cap.
 const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
 
+/// `POST /v1/downloads`. With `Idempotency-Key`, a repeat of the same body by the same caller
+/// answers the job the first request created (200 instead of 202, with
+/// `Idempotent-Replayed: true`), even when the key is at its active-jobs cap; the same key with
+/// another body is refused (422 `idempotency_key_reused`).
 pub async fn create_download(
     state: web::Data<AppState>,
     caller: Caller,
+    req: HttpRequest,
     body: web::Json<CreateDownload>,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_key(&req)?;
     let url = validate_url(&body.url, &state.egress)?;
     let id = Uuid::now_v7();
     let source = VideoSource::for_url(&url);
-    let job = match &caller {
-        Caller::Anonymous => jobs::insert_job(&state.pool, id, url.as_str(), source)
+    let owner = match &caller {
+        Caller::Anonymous => None,
+        Caller::Key(key) => Some((key.id, key.max_active_jobs)),
+    };
+    let job = match (&idempotency, owner) {
+        (None, None) => jobs::insert_job(&state.pool, id, url.as_str(), source)
             .await
             .map_err(ApiError::database)?,
-        Caller::Key(key) => {
-            let cap = key.max_active_jobs;
-            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key.id, cap.into())
+        (None, Some((key_id, cap))) => {
+            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key_id, cap.into())
                 .await
                 .map_err(ApiError::database)?
                 .map_err(|_| too_many_active(cap))?
+        }
+        (Some(key), owner) => {
+            let hash = request_sha256(&url);
+            let key = IdempotencyKey {
+                key,
+                request_sha256: &hash,
+            };
+            let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
+            match jobs::insert_job_idempotent(&state.pool, id, url.as_str(), source, key, owner)
+                .await
+                .map_err(ApiError::database)?
+            {
+                Inserted::Created(job) => job,
+                Inserted::Replayed(job) => {
+                    // Enqueued by the request that created it (or marked failed if that push
+                    // failed); the sweeper covers a crash in between.
+                    return Ok(HttpResponse::Ok()
+                        .insert_header((LOCATION, format!("/v1/downloads/{}", job.id)))
+                        .insert_header(("Idempotent-Replayed", "true"))
+                        .json(JobView::from(job)));
+                }
+                Inserted::KeyReused => {
+                    return Err(ApiError::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "this Idempotency-Key was used with a different request body",
+                    ));
+                }
+                Inserted::AtCap(_) => {
+                    return Err(too_many_active(owner.map_or(0, |(_, cap)| cap as u32)));
+                }
+            }
         }
     };
     let task = DownloadJob {

@@ -19,13 +19,24 @@ pub struct Env {
     pub queue: TestQueue,
     pub producer: Queue,
     pub storage_dir: PathBuf,
+    /// A Redis of the test's own instead of the shared one.
+    pub redis_url: Option<String>,
 }
 
 impl Env {
     pub async fn new() -> Self {
+        Self::with_redis(None).await
+    }
+
+    /// An environment whose queue lives on `redis_url` (an [`OwnRedis`]) when given.
+    pub async fn with_redis(redis_url: Option<String>) -> Self {
         let db = TestDb::new().await;
         let queue = TestQueue::new();
-        let producer = Queue::connect(&queue.args()).await.unwrap();
+        let mut args = queue.args();
+        if let Some(url) = &redis_url {
+            args.redis_url = url.clone().into();
+        }
+        let producer = Queue::connect(&args).await.unwrap();
         let storage_dir =
             std::env::temp_dir().join(format!("cs-storage-{}", Uuid::new_v4().simple()));
         Self {
@@ -33,12 +44,17 @@ impl Env {
             queue,
             producer,
             storage_dir,
+            redis_url,
         }
     }
 
     /// Worker settings with fast retries and timeouts for tests.
     pub fn settings(&self) -> Settings {
-        settings::worker(settings::common(&self.db, &self.queue, &self.storage_dir))
+        let mut common = settings::common(&self.db, &self.queue, &self.storage_dir);
+        if let Some(url) = &self.redis_url {
+            common.redis.redis_url = url.clone().into();
+        }
+        settings::worker(common)
     }
 
     /// Builds and runs a worker in this process, its metrics on a listener from the OS and
@@ -60,13 +76,30 @@ impl Env {
         let row = jobs::insert_job(&self.db.pool, id, url, VideoSource::Direct)
             .await
             .unwrap();
-        self.push(id, url, row.created_at).await;
+        self.producer
+            .push(&DownloadJob {
+                job_id: id,
+                url: url.into(),
+                enqueued_at: row.created_at,
+            })
+            .await
+            .unwrap();
         id
     }
 
+    /// Records a job without enqueueing it: the API crashed between its INSERT and its push.
+    pub async fn insert_only(&self, url: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        jobs::insert_job(&self.db.pool, id, url, VideoSource::Direct)
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Enqueues another copy of a job under a fresh task id, as a redelivery would.
     pub async fn push(&self, id: Uuid, url: &str, enqueued_at: chrono::DateTime<Utc>) {
         self.producer
-            .push(&DownloadJob {
+            .push_copy(&DownloadJob {
                 job_id: id,
                 url: url.into(),
                 enqueued_at,
@@ -136,5 +169,57 @@ impl RunningWorker {
             .expect("worker stops")
             .unwrap()
             .unwrap();
+    }
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence, so a
+/// test may flush or kill it without touching the shared one.
+pub struct OwnRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let port = clipstash_testkit::free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let this = Self { port, child };
+        let url = this.url();
+        wait_for("own redis", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move { clipstash_queue::connect(&url.into()).await.ok().map(|_| ()) }
+        })
+        .await;
+        this
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `FLUSHALL` on this instance only: as if Redis restarted without persistence.
+    pub async fn flushall(&self) {
+        let mut conn = clipstash_queue::connect(&self.url().into()).await.unwrap();
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
