@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 dest=${CLIPSTASH_EMULATORS:-$HOME/.cache/clipstash-emulators}
 mkdir -p "$dest"
 
-stamp() { sha256sum "$here/requirements.txt" "$here/package.json" | sha256sum | cut -c1-16; }
+# The stamp covers the pinned versions only (file contents, not paths), so every clone shares it.
+stamp() { cat "$here/requirements.txt" "$here/package.json" | sha256sum | cut -c1-16; }
 want=$(stamp)
 if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$want" ]; then
   echo "installing storage emulators into $dest ..." >&2

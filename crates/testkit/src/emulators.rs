@@ -28,6 +28,13 @@ impl Emulator {
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// SIGKILL: the emulator vanishes mid-conversation, as a crashed service would.
+    pub fn kill(&self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -92,15 +99,18 @@ fn start(name: &str, cmd: String, port: u16) -> Emulator {
 /// The S3 emulator (moto server), shared by the tests of this binary.
 pub fn moto() -> &'static Emulator {
     static MOTO: OnceLock<Emulator> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        let bin = installed("CLIPSTASH_MOTO", "venv/bin/moto_server");
-        let port = free_port();
-        start(
-            "moto",
-            format!("{} -H 127.0.0.1 -p {port}", bin.display()),
-            port,
-        )
-    })
+    MOTO.get_or_init(start_moto)
+}
+
+/// A moto server of the caller's own, for a test that stops it ([`Emulator::kill`]).
+pub fn start_moto() -> Emulator {
+    let bin = installed("CLIPSTASH_MOTO", "venv/bin/moto_server");
+    let port = free_port();
+    start(
+        "moto",
+        format!("{} -H 127.0.0.1 -p {port}", bin.display()),
+        port,
+    )
 }
 
 /// The Azure Blob emulator (Azurite, in memory), shared by the tests of this binary.
@@ -121,9 +131,13 @@ pub fn azurite() -> &'static Emulator {
     })
 }
 
-/// A fresh bucket on moto; returns its `s3://` storage URL with the options to reach it.
+/// A fresh bucket on the shared moto; returns its `s3://` storage URL with its options.
 pub async fn s3_bucket(name: &str) -> String {
-    let moto = moto();
+    s3_bucket_on(moto(), name).await
+}
+
+/// A fresh bucket on `moto`; returns its `s3://` storage URL with the options to reach it.
+pub async fn s3_bucket_on(moto: &Emulator, name: &str) -> String {
     let r = reqwest::Client::new()
         .put(format!("{}/{name}", moto.endpoint()))
         .send()

@@ -19,6 +19,8 @@ struct Stack {
     api_port: u16,
     workers: Vec<(Proc, u16)>,
     client: reqwest::Client,
+    /// Settings added to every process's environment (after the defaults, so they win).
+    extra_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -32,11 +34,12 @@ impl Stack {
             api_port: free_port(),
             workers: Vec::new(),
             client: reqwest::Client::new(),
+            extra_env: Vec::new(),
         }
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("DATABASE_URL", self.db.url.clone()),
             ("REDIS_URL", clipstash_testkit::redis_url()),
             ("CLIPSTASH_QUEUE", self.queue.name.clone()),
@@ -56,7 +59,9 @@ impl Stack {
             ("CLIPSTASH_STORAGE_REFRESH", "500ms".into()),
             ("CLIPSTASH_SWEEP_INTERVAL", "200ms".into()),
             ("CLIPSTASH_SWEEP_GRACE", "1s".into()),
-        ]
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     fn api_url(&self, path: &str) -> String {
@@ -705,4 +710,103 @@ async fn worker_memory_stays_flat_whatever_the_file_size() {
         "peak RSS {} MiB for a 300 MiB file",
         peak >> 20
     );
+}
+
+#[tokio::test]
+async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconcile_clean() {
+    use clipstash_testkit::emulators;
+    const SIZE: u64 = 400_000;
+    let media = MediaServer::start().await;
+    let mut stack = Stack::new().await;
+    let bucket = emulators::unique_bucket();
+    let container = emulators::unique_bucket();
+    let quota = 2 * SIZE;
+    let storage = format!(
+        "disk=file://{}?quota={quota}\n{}&quota={quota}\n{}&quota={quota}",
+        stack.storage_dir.display(),
+        emulators::s3_bucket(&bucket)
+            .await
+            .replacen("s3://", "s3=s3://", 1),
+        emulators::azure_container(&container)
+            .await
+            .replacen("az://", "blob=az://", 1),
+    );
+    stack.extra_env = vec![
+        ("CLIPSTASH_STORAGE", storage.clone()),
+        ("CLIPSTASH_PLACEMENT", "ordered".into()),
+        ("CLIPSTASH_MAX_RETRIES", "1".into()),
+    ];
+    stack.start_api().await;
+    let w1 = stack.start_worker(4).await;
+    let w2 = stack.start_worker(4).await;
+
+    // Six uploads at once on two workers: the quotas, not the timing, decide where they go.
+    let mut ids = Vec::new();
+    for i in 0..6u64 {
+        ids.push(
+            stack
+                .submit(&media.url(&format!("/media/{SIZE}/{i}/q{i}")))
+                .await,
+        );
+    }
+    let mut per_provider = std::collections::BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let job = stack.finished(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}\n{}", stack.logs());
+        assert_eq!(job["sha256"], media_sha256(SIZE, i as u64).as_str());
+        *per_provider
+            .entry(job["provider"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_provider.into_iter().collect::<Vec<_>>(),
+        [
+            ("blob".to_string(), 2),
+            ("disk".to_string(), 2),
+            ("s3".to_string(), 2)
+        ]
+    );
+    // All full: the next job fails as storage_full.
+    let full = stack
+        .submit(&media.url(&format!("/media/{SIZE}/9/full")))
+        .await;
+    let job = stack.finished(&full).await;
+    assert_eq!(job["error"]["code"], "storage_full", "{job}");
+
+    // Each worker exports every provider's quota, and the uploads add up per provider.
+    let mut uploads = 0.0;
+    for i in [w1, w2] {
+        let samples = prom::parse(&stack.scrape(stack.workers[i].1).await);
+        for p in ["disk", "s3", "blob"] {
+            assert_eq!(
+                prom::sum(&samples, "storage_quota_bytes", &[("provider", p)]),
+                quota as f64
+            );
+        }
+        uploads += prom::sum(&samples, "storage_uploads_total", &[("status", "success")]);
+    }
+    assert_eq!(uploads, 6.0);
+
+    // What the API counts is what the providers hold: reconcile finds nothing to fix.
+    let out = tokio::process::Command::new(clipstash_testkit::procs::binary("clipstash-worker"))
+        .args(["storage", "reconcile"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &stack.db.url)
+        .env("CLIPSTASH_STORAGE", &storage)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in ["disk", "s3", "blob"] {
+        assert!(
+            text.contains(&format!("{p}: 2 objects, 2 rows; orphans 0 (deleted 0), rows without object 0, size mismatches 0; usage {quota} bytes / 2 files")),
+            "{text}"
+        );
+    }
 }

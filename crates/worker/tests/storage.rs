@@ -388,3 +388,82 @@ async fn storage_check_probes_every_provider_and_reconcile_finds_and_fixes_drift
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_provider_that_dies_mid_upload_sends_the_job_elsewhere() {
+    let db = TestDb::new().await;
+    let queue = TestQueue::new();
+    let media = MediaServer::start().await;
+    let dir = std::env::temp_dir().join(format!("cs-dies-{}", uuid::Uuid::new_v4().simple()));
+    let moto = emulators::start_moto();
+    let bucket = emulators::unique_bucket();
+    let s3 = emulators::s3_bucket_on(&moto, &bucket)
+        .await
+        .replacen("s3://", "s3=s3://", 1);
+    let mut common = settings::common(&db, &queue, &dir);
+    // S3 first: the job goes there until it is gone.
+    common.storage.storage = vec![s3, format!("disk=file://{}", dir.display())];
+    common.storage.placement = Placement::Ordered;
+    let worker = clipstash_worker::Worker::build(
+        settings::worker(common),
+        Exporter::detached(Component::Worker),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker.run(stop.clone()));
+
+    let size = 9 * 1024 * 1024 + 5;
+    let path = format!("/held/{size}/4/dies/a");
+    let id = uuid::Uuid::now_v7();
+    let row = clipstash_db::jobs::insert_job(
+        &db.pool,
+        id,
+        &media.url(&path),
+        clipstash_domain::VideoSource::Direct,
+    )
+    .await
+    .unwrap();
+    clipstash_queue::Queue::connect(&queue.args())
+        .await
+        .unwrap()
+        .push(&clipstash_domain::DownloadJob {
+            job_id: id,
+            url: row.url.clone(),
+            enqueued_at: row.created_at,
+        })
+        .await
+        .unwrap();
+    wait_for("the download to start", LIMIT, || async {
+        (media.hits(&path) == 1).then_some(())
+    })
+    .await;
+    // S3 vanishes while the body is still coming; then the rest of the body arrives.
+    moto.kill();
+    media.release("dies");
+    let job = wait_for("the job to finish", LIMIT, || async {
+        let j = clipstash_db::jobs::get_job(&db.pool, id)
+            .await
+            .unwrap()
+            .unwrap();
+        j.status.is_terminal().then_some(j)
+    })
+    .await;
+    assert_eq!(job.status.as_str(), "succeeded", "{:?}", job.error_message);
+    assert_eq!(job.provider.as_deref(), Some("disk"));
+    assert_eq!(job.sha256.as_deref(), Some(media_sha256(size, 4).as_str()));
+    let usage = clipstash_db::usage::storage_usage(&db.pool).await.unwrap();
+    let counted: Vec<(&str, i64, i64)> = usage
+        .iter()
+        .map(|u| (u.provider.as_str(), u.bytes_used, u.file_count))
+        .collect();
+    assert_eq!(
+        counted,
+        [("disk", size as i64, 1)],
+        "nothing counted on the dead provider"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
