@@ -131,10 +131,11 @@ impl State {
 
 type Shared = Arc<Mutex<State>>;
 
-/// A running fake. The server stops when the test's runtime ends.
+/// A running fake; dropping it stops the server and removes its service-account files.
 pub struct GcsFake {
     pub addr: SocketAddr,
     state: Shared,
+    server: actix_web::dev::ServerHandle,
     files: Mutex<Vec<PathBuf>>,
 }
 
@@ -157,10 +158,12 @@ impl GcsFake {
         .listen(listener)
         .unwrap()
         .run();
+        let handle = server.handle();
         tokio::spawn(server);
         Self {
             addr,
             state,
+            server: handle,
             files: Mutex::default(),
         }
     }
@@ -213,7 +216,7 @@ impl GcsFake {
             .unwrap_or_default()
     }
 
-    /// Every request so far as `METHOD` followed by its query's parameter names (sorted) and
+    /// Every authenticated request so far as `METHOD` followed by its query's parameter names (sorted) and
     /// `Range` when it had one, e.g. `GET continuation-token,list-type,prefix`: what a test
     /// exercised, without values.
     pub fn calls(&self) -> Vec<String> {
@@ -233,6 +236,8 @@ impl GcsFake {
 
 impl Drop for GcsFake {
     fn drop(&mut self) {
+        // The stop command is sent on the call; there is nothing to wait for here.
+        drop(self.server.stop(false));
         for f in self.files.lock().unwrap().drain(..) {
             let _ = std::fs::remove_file(f);
         }
