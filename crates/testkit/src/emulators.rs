@@ -62,6 +62,10 @@ fn installed(var: &str, rel: &str) -> PathBuf {
 
 /// Starts `cmd` under a watchdog that kills it once this process is gone, and waits until
 /// its port accepts connections.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the watchdog runs as long as the test process, which never waits for it"
+)]
 fn start(name: &str, cmd: String, port: u16) -> Emulator {
     let log = std::env::temp_dir().join(format!("cs-{name}-{port}.log"));
     let script = format!(

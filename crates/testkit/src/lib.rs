@@ -2,6 +2,7 @@
 //! helpers to run the real binaries.
 
 pub mod emulators;
+pub mod gcs_fake;
 pub mod media;
 pub mod procs;
 pub mod prom;
