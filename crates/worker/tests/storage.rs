@@ -90,7 +90,7 @@ async fn three_kinds_at_once_within_quota_delivered_and_deleted() {
             .unwrap();
         let id = r["id"].as_str().unwrap().to_string();
         let job = wait_for("the job to succeed", LIMIT, || {
-            let get = get.clone();
+            let get = &get;
             let id = id.clone();
             async move {
                 let (_, j) = get(format!("/v1/downloads/{id}")).await;
@@ -147,7 +147,7 @@ async fn three_kinds_at_once_within_quota_delivered_and_deleted() {
         .unwrap();
     let id = r["id"].as_str().unwrap().to_string();
     let failed = wait_for("the job to fail", LIMIT, || {
-        let get = get.clone();
+        let get = &get;
         let id = id.clone();
         async move {
             let (_, j) = get(format!("/v1/downloads/{id}")).await;
