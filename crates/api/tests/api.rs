@@ -5,7 +5,7 @@ use std::time::Duration;
 use clipstash_api::{Application, Settings};
 use clipstash_queue::{Queue, RedisArgs};
 use clipstash_testkit::{
-    MediaServer, TestDb, TestQueue, free_port, media_sha256, settings as test_settings, wait_for,
+    MediaServer, OwnRedis, TestDb, TestQueue, media_sha256, settings as test_settings, wait_for,
 };
 use metrics_core::{Component, Exporter};
 use serde_json::{Value, json};
@@ -434,57 +434,12 @@ async fn deleting_a_succeeded_job_removes_its_object_and_its_usage() {
     worker_task.await.unwrap().unwrap();
 }
 
-/// A Redis of the test's own, so it can be stopped under the running API.
-struct OwnRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    async fn start() -> Self {
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let url = format!("redis://127.0.0.1:{port}");
-        wait_for("own redis", Duration::from_secs(10), || {
-            let url = url.clone();
-            async move {
-                clipstash_queue::connect(&url.clone().into())
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        })
-        .await;
-        Self { port, child }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
     let mut redis = OwnRedis::start().await;
     let queue = TestQueue::new();
     let args = RedisArgs {
-        redis_url: format!("redis://127.0.0.1:{}", redis.port).into(),
+        redis_url: redis.url().into(),
         ..queue.args()
     };
     let app = spawn_app_with(Some(args)).await;
@@ -492,8 +447,7 @@ async fn readiness_names_the_failed_dependency_and_submissions_are_not_lost() {
     assert_eq!(code, 200, "{ready}");
     assert_eq!(ready["checks"]["redis"], "ok");
 
-    redis.child.kill().unwrap();
-    redis.child.wait().unwrap();
+    redis.kill();
     let (code, ready) = app.get("/readyz").await;
     assert_eq!(code, 503);
     assert_eq!(ready["error"]["code"], "not_ready");

@@ -170,3 +170,22 @@ async fn a_provider_that_errors_is_skipped_when_another_has_room() {
         std::fs::remove_dir_all(dir_good),
     );
 }
+
+#[tokio::test]
+async fn random_placement_uses_every_provider() {
+    let db = TestDb::new().await;
+    let (a, dir_a) = local("a", 0);
+    let (b, dir_b) = local("b", 0);
+    let s = storage(&[a, b], Placement::Random);
+    let mut got = std::collections::BTreeMap::new();
+    // 24 jobs: all on one provider has a chance of 2 in 2^24.
+    for _ in 0..24 {
+        *got.entry(run(&db.pool, &s, 64 * 1024, true).await.unwrap())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "b"], "{got:?}");
+    let _ = (
+        std::fs::remove_dir_all(dir_a),
+        std::fs::remove_dir_all(dir_b),
+    );
+}

@@ -181,3 +181,61 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence, so a
+/// test may flush or kill it without touching the shared one.
+pub struct OwnRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    pub async fn start() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let this = Self { port, child };
+        let url = this.url();
+        wait_for("own redis", Duration::from_secs(10), || {
+            let url = url.clone();
+            async move { clipstash_queue::connect(&url.into()).await.ok().map(|_| ()) }
+        })
+        .await;
+        this
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: Redis is gone, as after a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `FLUSHALL` on this instance only: as if Redis restarted without persistence.
+    pub async fn flushall(&self) {
+        let mut conn = clipstash_queue::connect(&self.url().into()).await.unwrap();
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

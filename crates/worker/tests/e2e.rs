@@ -713,16 +713,18 @@ async fn worker_memory_stays_flat_whatever_the_file_size() {
 }
 
 #[tokio::test]
-async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconcile_clean() {
+async fn four_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconcile_clean() {
     use clipstash_testkit::emulators;
     const SIZE: u64 = 400_000;
     let media = MediaServer::start().await;
+    let gcs = clipstash_testkit::gcs_fake::GcsFake::start().await;
     let mut stack = Stack::new().await;
     let bucket = emulators::unique_bucket();
     let container = emulators::unique_bucket();
     let quota = 2 * SIZE;
+    // Local disk, S3 on moto, Azure on Azurite and GCS on the test kit's fake, at once.
     let storage = format!(
-        "disk=file://{}?quota={quota}\n{}&quota={quota}\n{}&quota={quota}",
+        "disk=file://{}?quota={quota}\n{}&quota={quota}\n{}&quota={quota}\ngcs={}&quota={quota}",
         stack.storage_dir.display(),
         emulators::s3_bucket(&bucket)
             .await
@@ -730,6 +732,7 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
         emulators::azure_container(&container)
             .await
             .replacen("az://", "blob=az://", 1),
+        gcs.bucket(&bucket),
     );
     stack.extra_env = vec![
         ("CLIPSTASH_STORAGE", storage.clone()),
@@ -740,9 +743,9 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
     let w1 = stack.start_worker(4).await;
     let w2 = stack.start_worker(4).await;
 
-    // Six uploads at once on two workers: the quotas, not the timing, decide where they go.
+    // Eight uploads at once on two workers: the quotas, not the timing, decide where they go.
     let mut ids = Vec::new();
-    for i in 0..6u64 {
+    for i in 0..8u64 {
         ids.push(
             stack
                 .submit(&media.url(&format!("/media/{SIZE}/{i}/q{i}")))
@@ -763,6 +766,7 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
         [
             ("blob".to_string(), 2),
             ("disk".to_string(), 2),
+            ("gcs".to_string(), 2),
             ("s3".to_string(), 2)
         ]
     );
@@ -777,7 +781,7 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
     let mut uploads = 0.0;
     for i in [w1, w2] {
         let samples = prom::parse(&stack.scrape(stack.workers[i].1).await);
-        for p in ["disk", "s3", "blob"] {
+        for p in ["disk", "s3", "blob", "gcs"] {
             assert_eq!(
                 prom::sum(&samples, "storage_quota_bytes", &[("provider", p)]),
                 quota as f64
@@ -785,7 +789,8 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
         }
         uploads += prom::sum(&samples, "storage_uploads_total", &[("status", "success")]);
     }
-    assert_eq!(uploads, 6.0);
+    assert_eq!(uploads, 8.0);
+    assert_eq!(gcs.objects(&bucket).len(), 2, "what GCS holds");
 
     // What the API counts is what the providers hold: reconcile finds nothing to fix.
     let out = tokio::process::Command::new(clipstash_testkit::procs::binary("clipstash-worker"))
@@ -803,7 +808,7 @@ async fn three_storage_kinds_with_the_real_binaries_fill_their_quotas_and_reconc
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for p in ["disk", "s3", "blob"] {
+    for p in ["disk", "s3", "blob", "gcs"] {
         assert!(
             text.contains(&format!("{p}: 2 objects, 2 rows; orphans 0 (deleted 0), rows without object 0, size mismatches 0; usage {quota} bytes / 2 files")),
             "{text}"

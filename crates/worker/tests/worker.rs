@@ -4,8 +4,9 @@ mod common;
 
 use std::time::Duration;
 
+use clipstash_testkit::OwnRedis;
 use clipstash_testkit::{MediaServer, media_sha256, wait_for};
-use common::{Env, OwnRedis};
+use common::Env;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -177,6 +177,33 @@ impl Provider {
     }
 }
 
+/// Builds a cloud kind's store the same way for every kind: credentials and defaults from the
+/// kind's usual environment variables, then the URL's bucket, then each query option parsed
+/// into the kind's own configuration key (an unknown key is an error naming it, never its
+/// value), then our retry policy. The store signs URLs too.
+macro_rules! build_cloud {
+    ($builder:ty, $key:ty, $scheme:literal, $url:expr, $options:expr) => {{
+        let mut builder = <$builder>::from_env().with_url(super::base_url($url));
+        for (key, value) in $options {
+            let k: $key = key
+                .parse()
+                .map_err(|_| format!("unknown option '{key}' for {}://", $scheme))?;
+            builder = builder.with_config(k, value);
+        }
+        let store = std::sync::Arc::new(
+            builder
+                .with_retry(super::retry())
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+        Ok(super::Built {
+            store: store.clone(),
+            signer: Some(store),
+        })
+    }};
+}
+pub(crate) use build_cloud;
+
 /// `scheme://bucket`: what the builders read from a URL (never its query, which may hold
 /// credentials, nor its path, which is our prefix).
 fn base_url(url: &Url) -> String {
