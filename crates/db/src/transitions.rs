@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::jobs::{JOB_COLUMNS, JobRow, Owner};
-use crate::usage::{Usage, provider_usage, release_reservation, shard_of};
+use crate::usage::{Usage, shard_of};
 
 /// Postgres advisory-lock key of a job: the job runs only while its worker holds this lock
 /// on a live session, so a duplicate delivery cannot run it twice at once and a killed
@@ -175,20 +175,27 @@ pub async fn complete(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query(
-        "INSERT INTO storage_usage (provider, shard, bytes_used, file_count) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
-         file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now()",
+    // One statement: count the file in its shard, turn the job's reservation into that usage
+    // (delete it), and return the provider's total (the other shards as they were, plus ours
+    // as it is now).
+    let usage: Usage = sqlx::query_as(
+        "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $5), \
+         up AS (INSERT INTO storage_usage (provider, shard, bytes_used, file_count) VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
+                file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
+                RETURNING bytes_used, file_count) \
+         SELECT $1::text AS provider, \
+                (up.bytes_used + (SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $1 AND shard <> $2))::bigint AS bytes_used, \
+                (up.file_count + (SELECT COALESCE(SUM(file_count), 0) FROM storage_usage WHERE provider = $1 AND shard <> $2))::bigint AS file_count \
+         FROM up",
     )
     .bind(obj.provider.as_str())
     .bind(shard_of(id))
     .bind(if inserted == 1 { obj.size_bytes } else { 0 })
     .bind(inserted as i64)
-    .execute(&mut *tx)
+    .bind(id)
+    .fetch_one(&mut *tx)
     .await?;
-    // The space reserved for the upload is now usage.
-    release_reservation(&mut *tx, id).await?;
-    let usage = provider_usage(&mut *tx, obj.provider.as_str()).await?;
     tx.commit().await?;
     Ok(Some(usage))
 }

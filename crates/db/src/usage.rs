@@ -64,8 +64,9 @@ fn quota_lock_key(provider: &str) -> i64 {
 }
 
 /// Reserves `bytes` on `provider` for `job_id` (replacing the job's earlier reservation, on
-/// any provider), if stored usage plus the running jobs' reservations stay within `quota`
-/// (0 = no quota). Returns whether the space is the job's.
+/// any provider), if stored usage plus the running jobs' reservations stay within `quota`.
+/// A provider without a quota (0) always has room and records nothing. Returns whether the
+/// space is the job's.
 pub async fn reserve(
     pool: &PgPool,
     job_id: Uuid,
@@ -74,8 +75,8 @@ pub async fn reserve(
     quota: u64,
 ) -> Result<bool, sqlx::Error> {
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    // Without a quota there is nothing to protect: no lock, no row.
     if quota == 0 {
-        upsert_reservation(pool, job_id, provider, bytes).await?;
         return Ok(true);
     }
     let mut tx = pool.begin().await?;

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
+use crate::{Placement, Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
 
 /// First reservation for a stream of unknown length; it doubles as the stream grows, by at
 /// most [`RESERVE_STEP`] at a time.
@@ -81,12 +81,17 @@ async fn open_upload<'s>(
     key: &str,
     bytes: u64,
 ) -> Result<(&'s Provider, WriteMultipart), JobError> {
-    let used: HashMap<String, i64> = usage::storage_usage(pool)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .map(|u| (u.provider, u.bytes_used))
-        .collect();
+    // Only least-used placement needs the figures: spare the others a query per job.
+    let used: HashMap<String, i64> = if storage.placement() == Placement::LeastUsed {
+        usage::storage_usage(pool)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|u| (u.provider, u.bytes_used))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let mut last_error = None;
     for provider in storage.placement().order(storage.providers(), &used) {
         let name = provider.name().as_str();
@@ -100,6 +105,10 @@ async fn open_upload<'s>(
             Ok(upload) => return Ok((provider, upload)),
             Err(e) => {
                 tracing::warn!(%job_id, provider = name, error = %e, "provider failed to start an upload; trying the next");
+                // Its space goes back before the next provider is tried.
+                usage::release_reservation(pool, job_id)
+                    .await
+                    .map_err(db_error)?;
                 last_error = Some(e);
             }
         }
