@@ -95,7 +95,7 @@ impl From<JobRow> for JobView {
 #[serde(deny_unknown_fields)]
 pub struct CreateDownload {
     /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
-    #[schema(max_length = 2048)]
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
 }
 
@@ -348,6 +348,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page (empty: the first page).
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
 
