@@ -103,6 +103,18 @@ test: services
     cargo build --workspace --bins
     cargo test --workspace
 
+# Fuzz a running API (`just up`) from docs/openapi.json with Schemathesis, with the local key (not part of `just test`)
+fuzz URL="http://127.0.0.1:8080" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    st=$(deploy/fuzz/ensure-schemathesis.sh)
+    key=${CLIPSTASH_API_KEY:-$(cat {{data}}/api-key 2>/dev/null || true)}
+    [ -n "$key" ] || { echo "no API key: run just up (it writes .data/api-key) or set CLIPSTASH_API_KEY"; exit 1; }
+    curl -fs "{{URL}}/readyz" >/dev/null || { echo "no ready API at {{URL}}: run just up first"; exit 1; }
+    # Under the default per-key rate (120/min), so the run tests the routes, not the limiter.
+    "$st" run docs/openapi.json --url "{{URL}}" -H "Authorization: Bearer $key" \
+      --checks all --rate-limit 100/m --max-time 120 {{ARGS}}
+
 # Format and lint
 lint:
     cargo fmt --all -- --check

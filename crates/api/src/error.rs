@@ -114,14 +114,19 @@ impl From<anyhow::Error> for ApiError {
 }
 
 /// The JSON body of every error: `{"error": {"code", "message"}}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorBody)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
 pub struct ErrorDetail<'a> {
+    #[schema(value_type = crate::openapi::ErrorCodeSchema)]
     pub code: &'static str,
+    /// What was wrong, for people; match on `code`, not on this.
+    #[schema(value_type = String)]
     pub message: &'a str,
 }
 

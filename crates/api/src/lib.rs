@@ -4,11 +4,13 @@
 //! - [`settings`]: the command line; [`startup`]: connect, bind, serve, drain;
 //! - [`routes`]: one file per resource, wired in `routes/mod.rs`;
 //! - [`error`]: the one error type and its JSON body; [`middleware`]: HTTP metrics;
+//! - [`openapi`]: the OpenAPI 3.1 contract generated from the handlers (`docs/openapi.json`);
 //! - [`auth`]: API keys, the `/v1` auth middleware, per-key limits, `keys` command.
 
 pub mod auth;
 pub mod error;
 pub mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod startup;

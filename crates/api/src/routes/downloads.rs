@@ -13,12 +13,14 @@ use metrics_core::Task;
 use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+use crate::openapi::{ErrorCodeSchema, JobStatusSchema, VideoSourceSchema};
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -26,12 +28,14 @@ const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
 /// A job as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub url: String,
+    #[schema(value_type = JobStatusSchema)]
     pub status: JobStatus,
     pub attempts: i32,
+    #[schema(value_type = VideoSourceSchema)]
     pub source: VideoSource,
     pub provider: Option<String>,
     pub object_key: Option<String>,
@@ -46,8 +50,10 @@ pub struct JobView {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Why the job's last attempt failed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobErrorView {
+    #[schema(value_type = ErrorCodeSchema)]
     pub code: ErrorCode,
     pub message: String,
 }
@@ -84,9 +90,12 @@ impl From<JobRow> for JobView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/downloads`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDownload {
+    /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
+    #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
 }
 
@@ -162,10 +171,34 @@ fn request_sha256(url: &url::Url) -> String {
 /// Suggested wait before submitting again when a key is at its active-jobs cap.
 const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
 
-/// `POST /v1/downloads`. With `Idempotency-Key`, a repeat of the same body by the same caller
+/// `POST /v1/downloads`: records a job and enqueues it.
+///
+/// With `Idempotency-Key`, a repeat of the same body by the same caller
 /// answers the job the first request created (200 instead of 202, with
 /// `Idempotent-Replayed: true`), even when the key is at its active-jobs cap; the same key with
 /// another body is refused (422 `idempotency_key_reused`).
+#[utoipa::path(
+    post,
+    path = "/v1/downloads",
+    tag = "downloads",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\x21-\x7E]+$",
+            description = "Makes the submit idempotent per API key: a repeat with the same body answers the first job (200, `Idempotent-Replayed: true`); another body is refused (422 `idempotency_key_reused`). 1-255 visible ASCII characters, sent once."),
+    ),
+    request_body(content = CreateDownload, content_type = "application/json", description = "At most 16 KiB."),
+    responses(
+        (status = 202, description = "Recorded and enqueued.", body = JobView,
+            headers(("Location" = String, description = "`/v1/downloads/{id}`"))),
+        (status = 200, description = "A replay of an earlier submit with the same `Idempotency-Key` and body: the job it created.", body = JobView,
+            headers(("Location" = String, description = "`/v1/downloads/{id}`"),
+                    ("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "`invalid_json` (malformed body) or `invalid_idempotency_key`.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 16 KiB.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: `Content-Type` is not `application/json`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 503, description = "`database_unavailable` or `queue_unavailable` (the job is then marked failed).", body = ErrorBody),
+    ),
+)]
 pub async fn create_download(
     state: web::Data<AppState>,
     caller: Caller,
@@ -279,6 +312,18 @@ pub(crate) fn not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("no job {id}"))
 }
 
+/// `GET /v1/downloads/{id}`: one job of the caller's key.
+#[utoipa::path(
+    get,
+    path = "/v1/downloads/{id}",
+    tag = "downloads",
+    params(("id" = Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
+    ),
+)]
 pub async fn get_download(
     state: web::Data<AppState>,
     caller: Caller,
@@ -292,20 +337,40 @@ pub async fn get_download(
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
 
-#[derive(Debug, Deserialize)]
+/// The query of `GET /v1/downloads`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs in this status (empty: any).
+    #[param(value_type = Option<JobStatusSchema>)]
     pub status: Option<String>,
+    /// Page size, 1-100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     pub items: Vec<JobView>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
+/// `GET /v1/downloads`: the caller's jobs, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/downloads",
+    tag = "downloads",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = JobPage),
+        (status = 400, description = "`invalid_query` (bad `status` or `limit`) or `invalid_cursor`.", body = ErrorBody),
+    ),
+)]
 pub async fn list_downloads(
     state: web::Data<AppState>,
     caller: Caller,
@@ -356,6 +421,20 @@ pub async fn list_downloads(
     }))
 }
 
+/// `DELETE /v1/downloads/{id}`: cancels a queued or retrying job, or deletes a succeeded job's
+/// stored object; answers the job as it now is (repeating it changes nothing).
+#[utoipa::path(
+    delete,
+    path = "/v1/downloads/{id}",
+    tag = "downloads",
+    params(("id" = Uuid, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job after the cancel or delete (unchanged if already done).", body = JobView),
+        (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
+        (status = 409, description = "`job_running`: an attempt is under way.", body = ErrorBody),
+    ),
+)]
 pub async fn delete_download(
     state: web::Data<AppState>,
     caller: Caller,

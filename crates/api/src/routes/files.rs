@@ -17,12 +17,13 @@ use serde::Deserialize;
 use super::downloads::{not_found, parse_id};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// How long a signed URL handed out by `?redirect=true` stays valid.
 pub const SIGNED_URL_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FileQuery {
     /// Answer 302 to a signed URL on providers that can sign (S3, GCS, Azure).
@@ -63,6 +64,48 @@ fn stored_file(job: JobRow) -> Result<StoredFile, ApiError> {
     }
 }
 
+/// `GET /v1/downloads/{id}/file`: a succeeded job's media.
+#[utoipa::path(
+    get,
+    path = "/v1/downloads/{id}/file",
+    tag = "downloads",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job's id."),
+        FileQuery,
+        ("Range" = Option<String>, Header, description = "One range, `bytes=a-b`, `bytes=a-` or `bytes=-n`; several ranges, another unit or bad syntax are ignored (the whole file is sent)."),
+        ("If-None-Match" = Option<String>, Header, description = "ETags (the file's SHA-256 in quotes) or `*`: 304 when one matches."),
+    ),
+    responses(
+        (status = 200, description = "The whole file.", content_type = "*/*", body = crate::openapi::Media,
+            headers(
+                ("Content-Type" = String, description = "The stored media type (`application/octet-stream` if unknown)."),
+                ("Content-Length" = u64),
+                ("ETag" = String, description = "The file's SHA-256 in quotes."),
+                ("Accept-Ranges" = String, description = "`bytes`"),
+                ("Content-Disposition" = String, description = "`attachment; filename=\"...\"`"),
+            )),
+        (status = 206, description = "The requested range.", content_type = "*/*", body = crate::openapi::Media,
+            headers(
+                ("Content-Range" = String, description = "`bytes a-b/size`"),
+                ("Content-Type" = String),
+                ("Content-Length" = u64),
+                ("ETag" = String),
+                ("Accept-Ranges" = String),
+                ("Content-Disposition" = String),
+            )),
+        (status = 302, description = "`redirect=true` on a provider that can sign (S3, GCS, Azure): a signed URL valid for 5 minutes.",
+            headers(
+                ("Location" = String, description = "The signed URL."),
+                ("Cache-Control" = String, description = "`no-store`"),
+            )),
+        (status = 304, description = "`If-None-Match` matched.", headers(("ETag" = String))),
+        (status = 400, description = "`invalid_id` or `invalid_query` (an unknown parameter, a `redirect` that is not a boolean).", body = ErrorBody),
+        (status = 404, description = "`not_found` (no such job for this key) or `file_not_found` (the job has no file: not succeeded, deleted, or missing from storage).", body = ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`: the range starts past the end.", body = ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */size`"))),
+        (status = 503, description = "`storage_unavailable` (or `database_unavailable`).", body = ErrorBody),
+    ),
+)]
 pub async fn download_file(
     state: web::Data<AppState>,
     caller: Caller,

@@ -8,12 +8,14 @@ pub mod storage;
 
 use actix_web::web;
 
-use crate::auth;
+use crate::{auth, openapi};
 
 /// The versioned API routes (behind [`auth::authenticate`]) plus health checks; each resource answers 405 in the common
 /// JSON format for methods it does not serve.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // Everything under /v1 (unmatched paths included) passes the auth middleware first.
+    // The contract needs no key: registered before the /v1 scope, which would match it first.
+    cfg.route(openapi::OPENAPI_PATH, web::get().to(openapi::openapi_json));
+    // Everything else under /v1 (unmatched paths included) passes the auth middleware first.
     cfg.service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::authenticate))

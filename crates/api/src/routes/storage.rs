@@ -7,10 +7,10 @@ use clipstash_db::usage::storage_usage;
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 
 /// One provider's figures.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderView {
     /// The configured name (the `provider` of jobs and metrics).
     pub name: String,
@@ -25,11 +25,22 @@ pub struct ProviderView {
     pub used_ratio: Option<f64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Every configured provider, then any unconfigured one that still holds files.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StorageView {
     pub providers: Vec<ProviderView>,
 }
 
+/// `GET /v1/storage`: usage and quota of every storage provider.
+#[utoipa::path(
+    get,
+    path = "/v1/storage",
+    tag = "storage",
+    responses(
+        (status = 200, description = "The providers.", body = StorageView),
+        (status = 503, description = "`database_unavailable`.", body = ErrorBody),
+    ),
+)]
 pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut usage: HashMap<String, (i64, i64)> = storage_usage(&state.pool)
         .await
