@@ -252,8 +252,35 @@ async fn bad_input_gets_a_json_error_with_a_stable_code() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "method_not_allowed");
+    // Every resource says which methods it serves (RFC 9110), health checks and the contract too.
+    for (method, path, allow) in [
+        ("PUT", "/v1/downloads", "GET, POST"),
+        (
+            "POST",
+            "/v1/downloads/018f0000-0000-7000-8000-000000000000",
+            "GET, DELETE",
+        ),
+        (
+            "DELETE",
+            "/v1/downloads/018f0000-0000-7000-8000-000000000000/file",
+            "GET",
+        ),
+        ("TRACE", "/healthz", "GET"),
+        ("POST", "/readyz", "GET"),
+        ("TRACE", "/v1/openapi.json", "GET"),
+    ] {
+        let r = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
     // Nothing was recorded by the rejected submissions.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&app.db.pool)

@@ -138,13 +138,14 @@ async fn openapi_is_served_without_a_key_and_equals_the_generated_document() {
         "application/json"
     );
     assert_eq!(r.text().await.unwrap(), document());
-    // Other methods on it are not served, and still need a key like all of /v1.
+    // Other methods on it are not served: 405 with `Allow: GET`, like every resource.
     let r = reqwest::Client::new()
         .post(format!("{}{OPENAPI_PATH}", api.base))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET");
 }
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];

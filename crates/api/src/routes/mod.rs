@@ -10,11 +10,11 @@ use actix_web::web;
 
 use crate::{auth, openapi};
 
-/// The versioned API routes (behind [`auth::authenticate`]) plus health checks; each resource answers 405 in the common
-/// JSON format for methods it does not serve.
+/// The versioned API routes (behind [`auth::authenticate`]) plus health checks; each resource
+/// answers 405 with `Allow` in the common JSON format for methods it does not serve.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // The contract needs no key: registered before the /v1 scope, which would match it first.
-    cfg.route(openapi::OPENAPI_PATH, web::get().to(openapi::openapi_json));
+    cfg.service(get_only(openapi::OPENAPI_PATH, openapi::openapi_json));
     // Everything else under /v1 (unmatched paths included) passes the auth middleware first.
     cfg.service(
         web::scope("/v1")
@@ -23,26 +23,38 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::resource("/downloads")
                     .route(web::post().to(downloads::create_download))
                     .route(web::get().to(downloads::list_downloads))
-                    .default_service(web::to(fallback::method_not_allowed)),
+                    .default_service(web::to(fallback::method_not_allowed("GET, POST"))),
             )
             .service(
                 web::resource("/downloads/{id}")
                     .route(web::get().to(downloads::get_download))
                     .route(web::delete().to(downloads::delete_download))
-                    .default_service(web::to(fallback::method_not_allowed)),
+                    .default_service(web::to(fallback::method_not_allowed("GET, DELETE"))),
             )
             .service(
                 web::resource("/downloads/{id}/file")
                     .route(web::get().to(files::download_file))
-                    .default_service(web::to(fallback::method_not_allowed)),
+                    .default_service(web::to(fallback::method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/storage")
                     .route(web::get().to(storage::storage))
-                    .default_service(web::to(fallback::method_not_allowed)),
+                    .default_service(web::to(fallback::method_not_allowed("GET"))),
             )
             .default_service(web::to(fallback::unmatched)),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz));
+    .service(get_only("/healthz", health::healthz))
+    .service(get_only("/readyz", health::readyz));
+}
+
+/// A resource that serves GET only and answers every other method 405 with `Allow: GET`.
+fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler))
+        .default_service(web::to(fallback::method_not_allowed("GET")))
 }
