@@ -4,29 +4,15 @@
 
 use std::time::Duration;
 
+use clipstash_api::Settings;
 use clipstash_api::auth::AccessArgs;
 use clipstash_api::auth::keys::{generate_key, hash_key};
-use clipstash_api::{Application, Settings};
 use clipstash_db::keys::{self, NewKey};
 use clipstash_testkit::procs::{Proc, wait_healthy};
 use clipstash_testkit::{TestDb, TestQueue, free_port, settings as test_settings, wait_for};
-use metrics_core::{Component, Exporter};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-/// One API instance (with auth on) over a test's database and queue prefix.
-struct Api {
-    base: String,
-    shutdown: CancellationToken,
-    storage_dir: std::path::PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.storage_dir);
-    }
-}
+type Api = test_settings::RunningApi;
 
 fn settings(db: &TestDb, queue: &TestQueue, access: AccessArgs) -> (Settings, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("cs-access-{}", uuid::Uuid::new_v4().simple()));
@@ -37,17 +23,7 @@ fn settings(db: &TestDb, queue: &TestQueue, access: AccessArgs) -> (Settings, st
 
 async fn start(db: &TestDb, queue: &TestQueue, access: AccessArgs) -> Api {
     let (s, storage_dir) = settings(db, queue, access);
-    let app = Application::build(s, Exporter::detached(Component::Api))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
-    Api {
-        base,
-        shutdown,
-        storage_dir,
-    }
+    Api::start(s, storage_dir).await
 }
 
 /// Creates a key straight in Postgres (the CLI has its own test) and returns it.

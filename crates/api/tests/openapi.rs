@@ -6,14 +6,11 @@
 
 use std::path::PathBuf;
 
-use clipstash_api::Application;
 use clipstash_api::openapi::{OPENAPI_PATH, document};
 use clipstash_domain::{ErrorCode, JobStatus};
 use clipstash_testkit::{TestDb, TestQueue, settings as test_settings};
-use metrics_core::{Component, Exporter};
 use serde_json::Value;
 use strum::VariantArray;
-use tokio_util::sync::CancellationToken;
 
 fn checked_in_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
@@ -92,18 +89,7 @@ fn openapi_is_3_1_with_every_error_code_and_the_bearer_scheme() {
     }
 }
 
-struct Api {
-    base: String,
-    shutdown: CancellationToken,
-    storage_dir: PathBuf,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        let _ = std::fs::remove_dir_all(&self.storage_dir);
-    }
-}
+type Api = test_settings::RunningApi;
 
 async fn start(db: &TestDb, queue: &TestQueue, auth_required: bool) -> Api {
     let storage_dir =
@@ -112,17 +98,7 @@ async fn start(db: &TestDb, queue: &TestQueue, auth_required: bool) -> Api {
     if auth_required {
         s.access = test_settings::access();
     }
-    let app = Application::build(s, Exporter::detached(Component::Api))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.addr());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
-    Api {
-        base,
-        shutdown,
-        storage_dir,
-    }
+    Api::start(s, storage_dir).await
 }
 
 #[tokio::test]

@@ -81,3 +81,38 @@ pub fn worker(common: CommonArgs) -> clipstash_worker::Settings {
         common,
     }
 }
+
+/// An API built and served in this process with a metrics recorder of its own; it stops, and
+/// its storage folder goes, when dropped.
+pub struct RunningApi {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    storage_dir: std::path::PathBuf,
+}
+
+impl RunningApi {
+    pub async fn start(settings: clipstash_api::Settings, storage_dir: std::path::PathBuf) -> Self {
+        let app = clipstash_api::Application::build(
+            settings,
+            metrics_core::Exporter::detached(metrics_core::Component::Api),
+        )
+        .await
+        .unwrap();
+        let base = format!("http://{}", app.addr());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            base,
+            shutdown,
+            storage_dir,
+        }
+    }
+}
+
+impl Drop for RunningApi {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
+}

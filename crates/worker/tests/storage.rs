@@ -14,6 +14,36 @@ use tokio_util::sync::CancellationToken;
 const LIMIT: Duration = Duration::from_secs(60);
 const SIZE: u64 = 300_000;
 
+/// Submits `url`; returns the job id.
+async fn submit(client: &reqwest::Client, base: &str, url: &str) -> String {
+    let r: Value = client
+        .post(format!("{base}/v1/downloads"))
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until job `id` reaches `status`; returns its view.
+async fn until(client: &reqwest::Client, base: &str, id: &str, status: &str) -> Value {
+    wait_for(&format!("job {id} to be {status}"), LIMIT, || async move {
+        let j: Value = client
+            .get(format!("{base}/v1/downloads/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (j["status"] == status).then_some(j)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn three_kinds_at_once_within_quota_delivered_and_deleted() {
     let db = TestDb::new().await;
@@ -79,25 +109,13 @@ async fn three_kinds_at_once_within_quota_delivered_and_deleted() {
     // Six jobs one after the other: two land on each provider.
     let mut jobs = Vec::new();
     for i in 0..6u64 {
-        let r: Value = client
-            .post(format!("{base}/v1/downloads"))
-            .json(&json!({"url": media.url(&format!("/media/{SIZE}/{i}/clip{i}.mp4"))}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = r["id"].as_str().unwrap().to_string();
-        let job = wait_for("the job to succeed", LIMIT, || {
-            let get = &get;
-            let id = id.clone();
-            async move {
-                let (_, j) = get(format!("/v1/downloads/{id}")).await;
-                (j["status"] == "succeeded").then_some(j)
-            }
-        })
+        let id = submit(
+            &client,
+            &base,
+            &media.url(&format!("/media/{SIZE}/{i}/clip{i}.mp4")),
+        )
         .await;
+        let job = until(&client, &base, &id, "succeeded").await;
         assert_eq!(job["sha256"], media_sha256(SIZE, i));
         jobs.push(job);
     }
@@ -136,25 +154,8 @@ async fn three_kinds_at_once_within_quota_delivered_and_deleted() {
     }
 
     // All full: the next job fails as storage_full after its retries.
-    let r: Value = client
-        .post(format!("{base}/v1/downloads"))
-        .json(&json!({"url": media.url(&format!("/media/{SIZE}/9/full"))}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = r["id"].as_str().unwrap().to_string();
-    let failed = wait_for("the job to fail", LIMIT, || {
-        let get = &get;
-        let id = id.clone();
-        async move {
-            let (_, j) = get(format!("/v1/downloads/{id}")).await;
-            (j["status"] == "failed").then_some(j)
-        }
-    })
-    .await;
+    let id = submit(&client, &base, &media.url(&format!("/media/{SIZE}/9/full"))).await;
+    let failed = until(&client, &base, &id, "failed").await;
     assert_eq!(
         (
             failed["error"]["code"].as_str(),
