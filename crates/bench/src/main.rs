@@ -1,13 +1,29 @@
 //! `just bench`: the job path measured with the release binaries on this machine, each figure
 //! next to a baseline taken in the same run (see docs/BENCHMARKS.md).
 
+mod cpu;
+mod load;
+mod micro;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use clipstash_testkit::procs::{Proc, peak_rss, wait_healthy};
 use clipstash_testkit::{MediaServer, TestDb, TestQueue, free_port};
-use futures_util::StreamExt;
+use metrics_core::Exporter;
+use metrics_core::catalogue::Component;
 use serde_json::json;
+
+use crate::load::load;
+
+/// The Python original's enqueue rate on this machine (docs/BENCHMARKS.md, 2026-11-24); it
+/// cannot be re-run here, so its ratio is against this recorded figure.
+const ORIGINAL_ENQUEUE_PER_S: f64 = 840.0;
+
+/// One line of the result table.
+pub fn row(name: &str, rate: &str, p50: &str, p99: &str, vs: &str) {
+    println!("{name:<40} {rate:>10} {p50:>9} {p99:>9} {vs:>26}");
+}
 
 #[derive(Parser)]
 #[command(about = "Benchmark the clipstash job path (run through `just bench`)")]
@@ -30,11 +46,17 @@ struct Args {
     /// Size of the large download, in MiB.
     #[arg(long, default_value_t = 512)]
     large_mib: u64,
+    /// Requests per run in the middleware comparison (bare handler against the same
+    /// handler behind the HTTP metrics middleware, alternating, best of 3 each).
+    #[arg(long, default_value_t = 20_000)]
+    middleware_requests: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // This process's own recorder: the middleware and render phases record into it.
+    let exporter = Exporter::install(Component::Api)?;
     let db = TestDb::new().await;
     let queue = TestQueue::new();
     let media = MediaServer::start().await;
@@ -64,27 +86,47 @@ async fn main() -> anyhow::Result<()> {
         "clipstash bench: {} jobs, {} clients, {} workers x {}",
         args.jobs, args.clients, args.workers, args.worker_concurrency
     );
-    println!(
-        "{:<34} {:>12} {:>10} {:>10} {:>12}",
-        "measure", "rate/s", "p50 ms", "p99 ms", "vs baseline"
-    );
+    row("measure", "rate/s", "p50 ms", "p99 ms", "vs baseline");
 
     // 1. Enqueue: POST /v1/downloads against GET /healthz on the same server and clients.
-    let healthz = load(&client, args.jobs, args.clients, |_| {
+    let healthz = load(args.jobs, args.clients, |_| {
         client.get(format!("{base}/healthz"))
     })
     .await;
     healthz.print("baseline: GET /healthz", None);
     let small = args.small_kib * 1024;
-    let enqueue = load(&client, args.jobs, args.clients, |i| {
+    let api_pid = api.child.id().expect("api pid");
+    let api_cpu = cpu::of_pid(api_pid);
+    let enqueue = load(args.jobs, args.clients, |i| {
         client
             .post(format!("{base}/v1/downloads"))
             .json(&json!({ "url": media.url(&format!("/media/{small}/{i}/b")) }))
     })
     .await;
     enqueue.print("enqueue: POST /v1/downloads", Some(healthz.rate()));
+    row(
+        "",
+        "",
+        "",
+        "",
+        &format!(
+            "{:.1}x the original ({ORIGINAL_ENQUEUE_PER_S}/s)",
+            enqueue.rate() / ORIGINAL_ENQUEUE_PER_S
+        ),
+    );
+    let per_submit = (cpu::of_pid(api_pid) - api_cpu).as_secs_f64() * 1e6 / args.jobs as f64;
+    println!("  API CPU per submit: {per_submit:.0} µs");
 
-    // 2. Small jobs end to end: the queue drained by the workers.
+    // 2. Small jobs end to end: the queue drained by the workers. CPU is charged per job
+    // to each server-side process group (Postgres: this database's backends only).
+    let db_name = db.name.clone();
+    let postgres = cpu::Group::snapshot(move |cmd| {
+        cmd.starts_with("postgres: ") && cmd.split(' ').nth(2) == Some(db_name.as_str())
+    });
+    let redis = cpu::Group::snapshot(|cmd| {
+        cmd.starts_with("redis-server") || cmd.starts_with("/usr/bin/redis-server")
+    });
+    let api_cpu = cpu::of_pid(api_pid);
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.workers {
@@ -113,13 +155,27 @@ async fn main() -> anyhow::Result<()> {
         .fetch_one(&db.pool)
         .await?;
     anyhow::ensure!(failed == 0, "{failed} small jobs failed");
+    let per_job = |d: Duration| d.as_secs_f64() * 1e6 / args.jobs as f64;
+    let worker_cpu: Duration = workers
+        .iter()
+        .map(|w| cpu::of_pid(w.child.id().expect("worker pid")))
+        .sum();
+    let (api_us, worker_us, pg_us, redis_us) = (
+        per_job(cpu::of_pid(api_pid) - api_cpu),
+        per_job(worker_cpu),
+        per_job(postgres.since()),
+        per_job(redis.since()),
+    );
+    row(
+        &format!("{} KiB jobs end to end", args.small_kib),
+        &format!("{:.0}", args.jobs as f64 / drained.as_secs_f64()),
+        "-",
+        "-",
+        "-",
+    );
     println!(
-        "{:<34} {:>12.0} {:>10} {:>10} {:>12}",
-        format!("{} KiB jobs end to end", args.small_kib),
-        args.jobs as f64 / drained.as_secs_f64(),
-        "-",
-        "-",
-        "-"
+        "  CPU per job: {:.0} µs = workers {worker_us:.0} + Postgres {pg_us:.0} + Redis {redis_us:.0} + API {api_us:.0}",
+        worker_us + pg_us + redis_us + api_us
     );
 
     // 3. One large file: the job's wall time against curl fetching the same URL.
@@ -163,21 +219,19 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|w| peak_rss(w.child.id().unwrap()))
         .collect();
-    println!(
-        "{:<34} {:>12} {:>10.0} {:>10} {:>12}",
-        format!("baseline: curl {} MiB", args.large_mib),
+    row(
+        &format!("baseline: curl {} MiB (ms)", args.large_mib),
         "-",
-        curl.as_secs_f64() * 1e3,
+        &format!("{:.0}", curl.as_secs_f64() * 1e3),
         "-",
-        "-"
+        "-",
     );
-    println!(
-        "{:<34} {:>12} {:>10.0} {:>10} {:>11.2}x",
-        format!("{} MiB job, submit to succeeded", args.large_mib),
+    row(
+        &format!("{} MiB job, submit to succeeded (ms)", args.large_mib),
         "-",
-        job.as_secs_f64() * 1e3,
+        &format!("{:.0}", job.as_secs_f64() * 1e3),
         "-",
-        job.as_secs_f64() / curl.as_secs_f64()
+        &format!("{:.2}x curl", job.as_secs_f64() / curl.as_secs_f64()),
     );
     println!(
         "worker peak RSS (VmHWM): {} MiB before the large job, {} MiB after",
@@ -187,60 +241,27 @@ async fn main() -> anyhow::Result<()> {
     drop(workers);
     drop(api);
     let _ = std::fs::remove_dir_all(storage);
-    Ok(())
-}
 
-struct Load {
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
+    // 4. The HTTP metrics middleware against the bare handler, in this process.
+    let (bare, wrapped) =
+        micro::middleware(&client, args.middleware_requests, args.clients, 3).await?;
+    bare.print("baseline: bare handler", None);
+    wrapped.print("same handler + metrics middleware", Some(bare.rate()));
 
-impl Load {
-    fn rate(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn pct(&self, p: f64) -> f64 {
-        let i = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
-        self.latencies[i].as_secs_f64() * 1e3
-    }
-
-    fn print(&self, name: &str, baseline: Option<f64>) {
-        let ratio = baseline.map_or("-".to_string(), |b| format!("{:.2}x", self.rate() / b));
-        println!(
-            "{:<34} {:>12.0} {:>10.2} {:>10.2} {:>12}",
-            name,
-            self.rate(),
-            self.pct(0.5),
-            self.pct(0.99),
-            ratio
+    // 5. Rendering /metrics as the series grow (this process's recorder).
+    let mut first = None;
+    for (n, p50, p99) in micro::render(&exporter) {
+        let vs = first.map_or("-".to_string(), |(n0, p99_0): (usize, f64)| {
+            format!("{:.1}x the p99 at {n0} series", p99 / p99_0)
+        });
+        first.get_or_insert((n, p99));
+        row(
+            &format!("/metrics render, {n} series (ms)"),
+            "-",
+            &format!("{p50:.2}"),
+            &format!("{p99:.2}"),
+            &vs,
         );
     }
-}
-
-/// Sends `n` requests from `clients` concurrent loops; fails on any non-2xx.
-async fn load(
-    _client: &reqwest::Client,
-    n: usize,
-    clients: usize,
-    make: impl Fn(usize) -> reqwest::RequestBuilder,
-) -> Load {
-    let start = Instant::now();
-    let mut latencies: Vec<Duration> = futures_util::stream::iter(0..n)
-        .map(|i| {
-            let req = make(i);
-            async move {
-                let t = Instant::now();
-                let r = req.send().await.expect("request");
-                assert!(r.status().is_success(), "HTTP {}", r.status());
-                let _ = r.bytes().await;
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(clients)
-        .collect()
-        .await;
-    let elapsed = start.elapsed();
-    latencies.sort();
-    Load { elapsed, latencies }
+    Ok(())
 }

@@ -1,0 +1,126 @@
+//! In-process measurements of two pieces every request and scrape pays for: rendering
+//! `/metrics` and the HTTP metrics middleware.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+use metrics_core::Exporter;
+use metrics_core::catalogue::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+
+use crate::load::{Load, load};
+
+/// Series (sample lines) in a Prometheus text exposition.
+pub fn series(text: &str) -> usize {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// Adds HTTP series (a counter per status and a latency histogram per endpoint, the
+/// shapes the API exports) until the exposition holds at least `target` series.
+fn grow_to(exporter: &Exporter, target: usize, next: &mut usize) -> usize {
+    loop {
+        let n = series(&exporter.render());
+        if n >= target {
+            return n;
+        }
+        for _ in 0..20 {
+            let endpoint = format!("/v1/bench/{next}");
+            *next += 1;
+            for status in ["2xx", "4xx", "5xx"] {
+                metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => "GET",
+                    "endpoint" => endpoint.clone(), "status" => status)
+                .increment(1);
+            }
+            metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => "GET",
+                "endpoint" => endpoint)
+            .record(0.003);
+        }
+    }
+}
+
+/// Render time (p50, p99 in ms) of `/metrics` at about 1,000 and 10,000 series, on the
+/// recorder this process installed.
+pub fn render(exporter: &Exporter) -> Vec<(usize, f64, f64)> {
+    let mut next = 0;
+    [1_000, 10_000]
+        .into_iter()
+        .map(|target| {
+            let n = grow_to(exporter, target, &mut next);
+            let mut times: Vec<Duration> = (0..200)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(exporter.render());
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            let ms =
+                |p: f64| times[((times.len() as f64 * p) as usize).min(199)].as_secs_f64() * 1e3;
+            (n, ms(0.5), ms(0.99))
+        })
+        .collect()
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+/// Serves `GET /bench` on a loopback port, bare or behind the API's metrics middleware.
+fn serve(with_middleware: bool) -> anyhow::Result<(String, actix_web::dev::ServerHandle)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/bench", listener.local_addr()?);
+    let server = HttpServer::new(move || {
+        let app = App::new().wrap(actix_web::middleware::Condition::new(
+            with_middleware,
+            from_fn(clipstash_api::middleware::track_http),
+        ));
+        app.route("/bench", web::get().to(ok))
+    })
+    .workers(2)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok((url, handle))
+}
+
+/// The bare handler and the same handler behind the middleware, `rounds` times each,
+/// alternating; returns the best run of each (least disturbed by the rest of the machine).
+pub async fn middleware(
+    client: &reqwest::Client,
+    n: usize,
+    clients: usize,
+    rounds: usize,
+) -> anyhow::Result<(Load, Load)> {
+    let (bare_url, bare) = serve(false)?;
+    let (wrapped_url, wrapped) = serve(true)?;
+    let mut best: [Option<Load>; 2] = [None, None];
+    for _ in 0..rounds {
+        for (slot, url) in [(0, &bare_url), (1, &wrapped_url)] {
+            let run = load(n, clients, |_| client.get(url)).await;
+            if best[slot].as_ref().is_none_or(|b| run.rate() > b.rate()) {
+                best[slot] = Some(run);
+            }
+        }
+    }
+    bare.stop(true).await;
+    wrapped.stop(true).await;
+    let [Some(b), Some(w)] = best else {
+        unreachable!("rounds >= 1")
+    };
+    Ok((b, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_counts_samples_not_comments() {
+        let text = "# HELP a x\n# TYPE a counter\na{b=\"1\"} 1\na{b=\"2\"} 2\n\nc 3\n";
+        assert_eq!(series(text), 3);
+    }
+}
