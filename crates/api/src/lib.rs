@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_page;
 pub mod routes;
 pub mod settings;
 pub mod startup;

@@ -25,6 +25,12 @@ use crate::routes::{downloads, files, health, storage};
 /// The path the document is served at.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
+/// Whether a documented path sits behind the `/v1` key check: everything under `/v1` but the
+/// contract itself and its HTML page.
+pub fn needs_key(path: &str) -> bool {
+    path.starts_with("/v1/") && path != OPENAPI_PATH && path != crate::openapi_page::DOCS_PATH
+}
+
 /// A string enum schema listing every variant of a domain enum (from its `VARIANTS`), so a
 /// new code or status shows up in the contract without anyone editing it.
 macro_rules! string_enum_schema {
@@ -103,6 +109,7 @@ impl ToSchema for Media {
         health::healthz,
         health::readyz,
         openapi_json,
+        crate::openapi_page::docs_page,
     ),
     components(schemas(
         downloads::JobView,
@@ -210,7 +217,7 @@ impl Modify for V1Access {
         )
         .build();
         for (path, item) in doc.paths.paths.iter_mut() {
-            let keyed = path.starts_with("/v1/") && path != OPENAPI_PATH;
+            let keyed = needs_key(path);
             let ops: [&mut Option<Operation>; 4] = [
                 &mut item.get,
                 &mut item.post,

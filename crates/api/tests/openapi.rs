@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use clipstash_api::openapi::{OPENAPI_PATH, document};
+use clipstash_api::openapi_page::DOCS_PATH;
 use clipstash_domain::{ErrorCode, JobStatus};
 use clipstash_testkit::{TestDb, TestQueue, settings as test_settings};
 use serde_json::Value;
@@ -69,7 +70,7 @@ fn openapi_is_3_1_with_every_error_code_and_the_bearer_scheme() {
     // document do not.
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
-            let keyed = path.starts_with("/v1/") && path != OPENAPI_PATH;
+            let keyed = clipstash_api::openapi::needs_key(path);
             assert_eq!(op.get("security").is_some(), keyed, "{method} {path}");
             let responses = op["responses"].as_object().unwrap();
             if keyed {
@@ -122,6 +123,19 @@ async fn openapi_is_served_without_a_key_and_equals_the_generated_document() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET");
+    // Its human-readable page too, with the auth on.
+    let r = reqwest::get(format!("{}{DOCS_PATH}", api.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<code>/v1/downloads/{id}</code>"), "{html}");
 }
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
@@ -173,8 +187,8 @@ async fn openapi_documents_every_served_operation_and_only_those() {
         }
     }
     // POST/GET /v1/downloads, GET/DELETE /v1/downloads/{id}, GET .../file, GET /v1/storage,
-    // /healthz, /readyz, /v1/openapi.json.
-    assert_eq!(operations, 9, "{:?}", paths.keys().collect::<Vec<_>>());
+    // /healthz, /readyz, /v1/openapi.json, /v1/docs.
+    assert_eq!(operations, 10, "{:?}", paths.keys().collect::<Vec<_>>());
     // A path the document does not list is not served either.
     let r = client
         .get(format!("{}/v1/no-such-route", api.base))

@@ -8,13 +8,14 @@ pub mod storage;
 
 use actix_web::web;
 
-use crate::{auth, openapi};
+use crate::{auth, openapi, openapi_page};
 
 /// The versioned API routes (behind [`auth::authenticate`]) plus health checks; each resource
 /// answers 405 with `Allow` in the common JSON format for methods it does not serve.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // The contract needs no key: registered before the /v1 scope, which would match it first.
+    // The contract and its HTML page need no key: registered before the /v1 scope, which would match it first.
     cfg.service(get_only(openapi::OPENAPI_PATH, openapi::openapi_json));
+    cfg.service(get_only(openapi_page::DOCS_PATH, openapi_page::docs_page));
     // Everything else under /v1 (unmatched paths included) passes the auth middleware first.
     cfg.service(
         web::scope("/v1")
