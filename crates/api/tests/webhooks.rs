@@ -348,6 +348,11 @@ async fn callback_urls_are_validated_and_need_a_key_with_a_secret() {
         "not a url",
         "",
         "http://user:pw@hooks.example/x",
+        "https://hooks.example*/x",
+        "https://hooks.example/a b",
+        "https://hooks.example/%zz",
+        "https://hooks.example/a#b#c",
+        "https://hooks.example/a[1]",
     ] {
         let (status, body) =
             post(json!({"url": "https://a.example/v.mp4", "callback_url": bad})).await;

@@ -31,18 +31,18 @@ pub use clipstash_db::view::{JobErrorView, JobView};
 /// The body of `POST /v1/downloads`.
 ///
 /// The contract's `pattern` for `url` and `callback_url` is a subset of what the server
-/// accepts (http or https, a host name ending in a letters-only label, an optional port and
-/// path), so every URL it describes is accepted; the server also takes `localhost`, other
-/// one-label names and IP literals the egress guard allows.
+/// accepts (http or https, a DNS name whose last label starts with a letter, an optional port
+/// below 10000, a path of RFC 3986 characters), so every URL it describes is accepted (bar a
+/// literal forbidden address); the server also takes IP literals the egress guard allows.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDownload {
     /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
-    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}(?::[1-9][0-9]{0,3})?(?:[/?#][\x21-\x7E]*)?$", example = "https://media.example.com/clip.mp4")]
+    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://media.example.com/clip.mp4")]
     pub url: String,
     /// Where to POST the job view, signed (`webhook-signature`), when the job ends; same rules
     /// as `url`. Needs a key with a webhook secret. See docs/API.md "Webhooks".
-    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}(?::[1-9][0-9]{0,3})?(?:[/?#][\x21-\x7E]*)?$", example = "https://hooks.example.com/clipstash")]
+    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://hooks.example.com/clipstash")]
     pub callback_url: Option<String>,
 }
 
@@ -67,6 +67,24 @@ pub fn validate_url_field(
     if raw.len() > MAX_URL_LEN {
         return Err(invalid(&format!("is longer than {MAX_URL_LEN} characters")));
     }
+    // As written, a URI (RFC 3986): no spaces or characters such as `"<>\^{|}` unencoded.
+    // The URL parser would quietly percent-encode them; the contract says `format: uri`.
+    if let Some(c) = raw.chars().find(|c| !is_uri_char(*c)) {
+        return Err(invalid(&format!(
+            "contains {c:?}, which a URI must percent-encode"
+        )));
+    }
+    if !percent_escapes_are_valid(raw) {
+        return Err(invalid("has a % not followed by two hex digits"));
+    }
+    // After the authority, `[` and `]` are not URI characters, and `#` starts the one fragment.
+    let rest = raw.split_once("://").map_or(raw, |(_, r)| r);
+    let rest = rest.find(['/', '?', '#']).map_or("", |i| &rest[i..]);
+    if rest.contains(['[', ']']) || rest.matches('#').count() > 1 {
+        return Err(invalid(
+            "is not a URI: '[', ']' or a second '#' after the host must be percent-encoded",
+        ));
+    }
     let url =
         url::Url::parse(raw).map_err(|e| invalid(&format!("is not a valid absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -78,10 +96,34 @@ pub fn validate_url_field(
     if !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("must not contain credentials"));
     }
+    if let Some(url::Host::Domain(name)) = url.host()
+        && !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(invalid(
+            "host must be a DNS name (letters, digits, '-', '_' and dots) or an IP address",
+        ));
+    }
     egress
         .check_url(&url)
         .map_err(|f| ApiError::new(ErrorCode::ForbiddenAddress, format!("{field}: {f}")))?;
     Ok(url)
+}
+
+/// Characters a URI (RFC 3986) may hold as they are: unreserved, reserved and `%`.
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
+/// Every `%` starts a `%XX` escape.
+fn percent_escapes_are_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().all(|(i, c)| {
+        *c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 /// Checks `callback_url`: a URL like `url`, from a caller whose key can sign webhooks.
