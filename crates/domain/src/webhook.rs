@@ -22,9 +22,10 @@ pub const SALT_LEN: usize = 16;
 /// Separates derived webhook secrets from anything else keyed by `CLIPSTASH_SECRET_KEY`.
 const DERIVE_CONTEXT: &[u8] = b"clipstash webhook signing secret v1";
 
-/// A key's webhook signing secret. `Debug` never prints it.
+/// A webhook signing secret: ours are [`SECRET_LEN`] bytes; [`WebhookSecret::parse`] takes
+/// the 24-64 bytes the spec allows. `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct WebhookSecret([u8; SECRET_LEN]);
+pub struct WebhookSecret(Vec<u8>);
 
 impl std::fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,7 +61,7 @@ fn hmac(key: &[u8]) -> HmacSha256 {
 
 impl WebhookSecret {
     pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
-        Self(bytes)
+        Self(bytes.to_vec())
     }
 
     /// The secret of key `key_id` issued with `salt`, under the server key `server_key`
@@ -70,7 +71,7 @@ impl WebhookSecret {
         mac.update(DERIVE_CONTEXT);
         mac.update(key_id.as_bytes());
         mac.update(salt);
-        Self(mac.finalize().into_bytes().into())
+        Self(mac.finalize().into_bytes().to_vec())
     }
 
     /// The secret a key's row stands for; `server_key` is `CLIPSTASH_SECRET_KEY` if set.
@@ -79,10 +80,8 @@ impl WebhookSecret {
         server_key: Option<&[u8]>,
     ) -> Result<Self, SecretUnavailable> {
         match stored {
-            StoredSecret::Plain(bytes) => bytes
-                .try_into()
-                .map(Self)
-                .map_err(|_| SecretUnavailable::Malformed),
+            StoredSecret::Plain(bytes) if bytes.len() == SECRET_LEN => Ok(Self(bytes.to_vec())),
+            StoredSecret::Plain(_) => Err(SecretUnavailable::Malformed),
             StoredSecret::Derived { key_id, salt } => {
                 if salt.len() != SALT_LEN {
                     return Err(SecretUnavailable::Malformed);
@@ -95,13 +94,14 @@ impl WebhookSecret {
 
     /// `whsec_<base64>`: what `keys create` shows and receivers verify with.
     pub fn to_whsec(&self) -> String {
-        format!("{SECRET_PREFIX}{}", B64.encode(self.0))
+        format!("{SECRET_PREFIX}{}", B64.encode(&self.0))
     }
 
-    /// Parses `whsec_<base64>` (or bare base64) back into a secret.
+    /// Parses `whsec_<base64>` (or bare base64) of 24 to 64 bytes back into a secret.
     pub fn parse(s: &str) -> Option<Self> {
         let b64 = s.trim().strip_prefix(SECRET_PREFIX).unwrap_or(s.trim());
-        B64.decode(b64).ok()?.try_into().ok().map(Self)
+        let bytes = B64.decode(b64).ok()?;
+        (24..=64).contains(&bytes.len()).then_some(Self(bytes))
     }
 
     /// The `webhook-signature` value for message `msg_id` sent at `timestamp` with `body`:
