@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 const LIMIT: Duration = Duration::from_secs(60);
+/// `CLIPSTASH_SECRET_KEY` of the workers (and of the keys made with it).
+const SERVER_KEY: &str = "a test server key, 32 chars or more";
 
 struct Env {
     db: TestDb,
@@ -73,6 +75,7 @@ impl Env {
             ("CLIPSTASH_WEBHOOK_POLL", "50ms".into()),
             ("CLIPSTASH_WEBHOOK_RETRY_BASE", "100ms".into()),
             ("CLIPSTASH_WEBHOOK_MAX_ATTEMPTS", "5".into()),
+            ("CLIPSTASH_SECRET_KEY", SERVER_KEY.into()),
         ];
         let w = Proc::spawn("clipstash-worker", &["run"], &env);
         wait_healthy(&w, &format!("http://127.0.0.1:{port}/healthz")).await;
@@ -81,22 +84,30 @@ impl Env {
 
     /// `clipstash-api keys create` through the real binary: (API key, webhook secret).
     async fn key(&self, name: &str) -> (String, String) {
-        let out = tokio::process::Command::new(clipstash_testkit::procs::binary("clipstash-api"))
-            .args(["keys", "create", "--name", name])
+        let stdout = self.keys(&["create", "--name", name], None).await;
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 2, "{stdout}");
+        (lines[0].to_string(), lines[1].to_string())
+    }
+
+    /// `clipstash-api keys ARGS` (with `CLIPSTASH_SECRET_KEY` when given); its stdout.
+    async fn keys(&self, args: &[&str], secret_key: Option<&str>) -> String {
+        let mut cmd =
+            tokio::process::Command::new(clipstash_testkit::procs::binary("clipstash-api"));
+        cmd.arg("keys")
+            .args(args)
             .env_clear()
-            .env("DATABASE_URL", &self.db.url)
-            .output()
-            .await
-            .unwrap();
+            .env("DATABASE_URL", &self.db.url);
+        if let Some(k) = secret_key {
+            cmd.env("CLIPSTASH_SECRET_KEY", k);
+        }
+        let out = cmd.output().await.unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(lines.len(), 2, "{stdout}");
-        (lines[0].to_string(), lines[1].to_string())
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 
@@ -219,7 +230,19 @@ async fn a_receiver_failing_twice_gets_the_same_delivery_on_the_third_try() {
     let env = Env::new().await;
     let media = MediaServer::start().await;
     let receiver = Receiver::start(&[500, 503]);
-    let (key, whsec) = env.key("retries").await;
+    // This key's secret is derived from CLIPSTASH_SECRET_KEY: Postgres holds only a salt.
+    let out = env
+        .keys(&["create", "--name", "retries"], Some(SERVER_KEY))
+        .await;
+    let (key, whsec) = out.split_once('\n').unwrap();
+    let (key, whsec) = (key.to_string(), whsec.trim().to_string());
+    let (plain, salted): (bool, bool) = sqlx::query_as(
+        "SELECT webhook_secret IS NOT NULL, webhook_secret_salt IS NOT NULL FROM api_keys",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!((plain, salted), (false, true));
     let api = env.api(None).await;
     let (_worker, metrics) = env.worker(None).await;
     let (status, job) = call(
@@ -385,4 +408,18 @@ async fn callback_urls_are_validated_and_need_a_key_with_a_secret() {
     );
     let (status, _) = post(json!({"url": "https://a.example/v.mp4"})).await;
     assert_eq!(status, 202);
+    // Rotating gives it one (printed once), and callbacks work again.
+    let list = env.keys(&["list"], None).await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("checks ") && l.contains("none")),
+        "{list}"
+    );
+    let whsec = env.keys(&["rotate-webhook-secret", "checks"], None).await;
+    assert!(whsec.trim().starts_with("whsec_"), "{whsec}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) =
+        post(json!({"url": "https://a.example/v.mp4", "callback_url": "https://hooks.example/x"}))
+            .await;
+    assert_eq!(status, 202, "{body}");
 }
