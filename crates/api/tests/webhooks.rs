@@ -186,13 +186,18 @@ async fn ended_jobs_post_their_view_signed_with_the_keys_secret() {
     assert_eq!(status, 202, "{job}");
     assert_eq!(job["callback_url"], receiver.url("/hook/done"));
     let done_id = job["id"].as_str().unwrap().to_string();
+    // Fails at once (404 is permanent): the webhook written with the failed transition.
+    let (status, job) = submit(media.url("/status/404/failed"), "failed").await;
+    assert_eq!(status, 202, "{job}");
+    let failed_id = job["id"].as_str().unwrap().to_string();
 
-    let got = wait_received(&receiver, 2).await;
+    let got = wait_received(&receiver, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.received().len(), 2, "each job's webhook once");
+    assert_eq!(receiver.received().len(), 3, "each job's webhook once");
     for (id, tag, status) in [
         (&cancelled_id, "cancelled", "cancelled"),
         (&done_id, "done", "succeeded"),
+        (&failed_id, "failed", "failed"),
     ] {
         let hit = got
             .iter()
@@ -217,11 +222,11 @@ async fn ended_jobs_post_their_view_signed_with_the_keys_secret() {
             "webhook_deliveries_total",
             &[("outcome", "delivered")]
         ),
-        2.0
+        3.0
     );
     assert_eq!(
         prom::sum(&samples, "webhook_delivery_duration_seconds_count", &[]),
-        2.0
+        3.0
     );
 }
 
