@@ -58,7 +58,7 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// `clipstash-api keys`: create, list and revoke API keys.
+/// `clipstash-api keys`: create, list and revoke API keys; rotate their webhook secrets.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     /// Create a key and print it once (it is stored only as a hash), then on a second line
