@@ -39,7 +39,9 @@ up: migrate
     # Auth stays on locally, as in production: a fresh key named `local` on every `just up`
     # (the previous one is revoked), kept in .data/api-key for the curl session.
     {{bin}}/clipstash-api keys revoke local >/dev/null 2>&1 || true
-    (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/api-key)
+    # Line 1 of `keys create` is the key, line 2 its webhook signing secret (docs/ACCESS.md).
+    (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/key.tmp \
+      && head -n1 {{data}}/key.tmp > {{data}}/api-key && sed -n 2p {{data}}/key.tmp > {{data}}/webhook-secret; rm -f {{data}}/key.tmp)
     {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
     echo '[]' > {{data}}/prometheus/workers.json
     just worker >/dev/null
@@ -102,8 +104,10 @@ test: services
     eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
     cargo build --workspace --bins
     cargo test --workspace
+    # Schemathesis against an API and a worker of its own (docs/API.md); under 3 minutes.
+    deploy/fuzz/run.sh
 
-# Fuzz a running API (`just up`) from docs/openapi.json with Schemathesis, with the local key (not part of `just test`)
+# Fuzz a running API (`just up`) from docs/openapi.json with Schemathesis, with the local key (`just test` fuzzes an API of its own)
 fuzz URL="http://127.0.0.1:8080" *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail

@@ -8,8 +8,6 @@ use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
-use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
-use strum::VariantArray;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
@@ -31,45 +29,7 @@ pub fn needs_key(path: &str) -> bool {
     path.starts_with("/v1/") && path != OPENAPI_PATH && path != crate::openapi_page::DOCS_PATH
 }
 
-/// A string enum schema listing every variant of a domain enum (from its `VARIANTS`), so a
-/// new code or status shows up in the contract without anyone editing it.
-macro_rules! string_enum_schema {
-    ($ty:ty, $description:literal) => {
-        impl PartialSchema for SchemaOf<$ty> {
-            fn schema() -> RefOr<Schema> {
-                let values: Vec<&'static str> =
-                    <$ty>::VARIANTS.iter().map(|v| v.as_str()).collect();
-                ObjectBuilder::new()
-                    .schema_type(SchemaType::Type(Type::String))
-                    .description(Some($description))
-                    .enum_values(Some(values))
-                    .into()
-            }
-        }
-        impl ToSchema for SchemaOf<$ty> {
-            fn name() -> Cow<'static, str> {
-                Cow::Borrowed(stringify!($ty))
-            }
-        }
-    };
-}
-
-/// The schema of a domain type that does not depend on utoipa (`clipstash-domain`).
-pub struct SchemaOf<T>(std::marker::PhantomData<T>);
-
-/// `ErrorCode`'s schema.
-pub type ErrorCodeSchema = SchemaOf<ErrorCode>;
-/// `JobStatus`'s schema.
-pub type JobStatusSchema = SchemaOf<JobStatus>;
-/// `VideoSource`'s schema.
-pub type VideoSourceSchema = SchemaOf<VideoSource>;
-
-string_enum_schema!(
-    ErrorCode,
-    "A stable, machine-readable error code: new codes may be added, none is ever renamed."
-);
-string_enum_schema!(JobStatus, "Where a job is in its lifecycle.");
-string_enum_schema!(VideoSource, "Which source handles the URL.");
+pub use clipstash_db::view::{ErrorCodeSchema, JobStatusSchema, SchemaOf, VideoSourceSchema};
 
 /// Stored media: any bytes, in whatever type the job recorded.
 pub struct Media;

@@ -27,7 +27,7 @@ pub enum Command {
     Serve(Box<Settings>),
     /// Apply pending database migrations and exit (run once per rollout, before the API).
     Migrate(DatabaseArgs),
-    /// Create, list or revoke API keys.
+    /// Create, list or revoke API keys, or rotate their webhook signing secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
 }

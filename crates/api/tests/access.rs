@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clipstash_api::Settings;
 use clipstash_api::auth::AccessArgs;
-use clipstash_api::auth::keys::{generate_key, hash_key};
+use clipstash_api::auth::keys::{generate_key, hash_key, new_webhook_secret};
 use clipstash_db::keys::{self, NewKey};
 use clipstash_testkit::procs::{Proc, wait_healthy};
 use clipstash_testkit::{TestDb, TestQueue, free_port, settings as test_settings, wait_for};
@@ -29,14 +29,18 @@ async fn start(db: &TestDb, queue: &TestQueue, access: AccessArgs) -> Api {
 /// Creates a key straight in Postgres (the CLI has its own test) and returns it.
 async fn key(db: &TestDb, name: &str, rate: Option<i32>, max_active: Option<i32>) -> String {
     let key = generate_key().unwrap();
+    let id = uuid::Uuid::now_v7();
+    let (_, webhook_secret) = new_webhook_secret(id, &Default::default()).unwrap();
     keys::create_key(
         &db.pool,
+        id,
         &NewKey {
             name,
             key_hash: &hash_key(&key),
             prefix: &key[..11],
             rate_per_minute: rate,
             max_active_jobs: max_active,
+            webhook_secret: &webhook_secret,
         },
     )
     .await
@@ -407,8 +411,14 @@ async fn keys_create_list_revoke_through_the_real_binary() {
     )
     .await;
     assert!(ok, "{err}");
-    let key = key.trim().to_string();
+    let mut lines = key.lines();
+    let key = lines.next().unwrap_or("").to_string();
     assert!(key.starts_with("cs_") && key.len() == 67, "{key:?}");
+    let whsec = lines.next().unwrap_or("");
+    assert!(
+        whsec.starts_with("whsec_") && whsec.len() == 6 + 44,
+        "{whsec:?}"
+    );
     let (ok, _, err) = keys_cli(&db, &["create", "--name", "ci"]).await;
     assert!(!ok && err.contains("already exists"), "{err}");
 

@@ -25,10 +25,11 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub callback_url: Option<String>,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, url, source, status, attempts, provider, object_key, size_bytes, sha256, \
-    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at";
+    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at, callback_url";
 
 /// Whose jobs a request may see: every job (auth off), or one API key's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub async fn insert_job(
     url: &str,
     source: VideoSource,
 ) -> Result<JobRow, sqlx::Error> {
-    insert(pool, id, url, source, None).await
+    insert(pool, id, url, source, None, None).await
 }
 
 async fn insert<'e>(
@@ -63,16 +64,18 @@ async fn insert<'e>(
     url: &str,
     source: VideoSource,
     api_key_id: Option<Uuid>,
+    callback_url: Option<&str>,
 ) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, api_key_id, callback_url) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {JOB_COLUMNS}"
     )))
     .bind(id)
     .bind(url)
     .bind(source)
     .bind(JobStatus::Queued)
     .bind(api_key_id)
+    .bind(callback_url)
     .fetch_one(executor)
     .await
 }
@@ -86,7 +89,7 @@ pub struct TooManyActive {
 /// Inserts a new queued job owned by `api_key_id` unless that key already has
 /// `max_active` jobs queued, running or retrying. The key's row is locked for the count and
 /// the insert, so concurrent submits of one key (on any replica) are serialised and the
-/// cap cannot be overshot.
+/// cap cannot be overshot. `callback_url`: where the job's end is POSTed, if anywhere.
 pub async fn insert_job_capped(
     pool: &PgPool,
     id: Uuid,
@@ -94,6 +97,7 @@ pub async fn insert_job_capped(
     source: VideoSource,
     api_key_id: Uuid,
     max_active: i64,
+    callback_url: Option<&str>,
 ) -> Result<Result<JobRow, TooManyActive>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
@@ -105,7 +109,7 @@ pub async fn insert_job_capped(
         tx.rollback().await?;
         return Ok(Err(TooManyActive { active }));
     }
-    let job = insert(&mut *tx, id, url, source, Some(api_key_id)).await?;
+    let job = insert(&mut *tx, id, url, source, Some(api_key_id), callback_url).await?;
     tx.commit().await?;
     Ok(Ok(job))
 }
@@ -206,6 +210,7 @@ pub async fn insert_job_idempotent(
     source: VideoSource,
     key: IdempotencyKey<'_>,
     owner: Option<(Uuid, i64)>,
+    callback_url: Option<&str>,
 ) -> Result<Inserted, sqlx::Error> {
     let found_as = |found: Option<JobRowWithHash>| match found {
         Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
@@ -215,8 +220,8 @@ pub async fn insert_job_idempotent(
         None => None,
     };
     let insert_sql = format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, callback_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {JOB_COLUMNS}"
     );
@@ -252,6 +257,7 @@ pub async fn insert_job_idempotent(
             .bind(api_key_id)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(callback_url)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -267,6 +273,7 @@ pub async fn insert_job_idempotent(
             .bind(None::<Uuid>)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(callback_url)
             .fetch_optional(pool)
             .await?;
         if let Some(row) = created {

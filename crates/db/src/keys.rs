@@ -19,10 +19,30 @@ pub struct KeyRow {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether the key has a webhook signing secret (keys made before webhooks have none
+    /// until `keys rotate-webhook-secret`).
+    pub has_webhook_secret: bool,
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, prefix, rate_per_minute, max_active_jobs, created_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, name, prefix, rate_per_minute, max_active_jobs, created_at, last_used_at, revoked_at, \
+     (webhook_secret IS NOT NULL OR webhook_secret_salt IS NOT NULL) AS has_webhook_secret";
+
+/// How a key's webhook secret is stored: its bytes, or only the salt it is derived from
+/// with `CLIPSTASH_SECRET_KEY` (`clipstash_domain::webhook`).
+#[derive(Debug, Clone)]
+pub enum StoredWebhookSecret {
+    Plain(Vec<u8>),
+    Salt(Vec<u8>),
+}
+
+impl StoredWebhookSecret {
+    fn columns(&self) -> (Option<&[u8]>, Option<&[u8]>) {
+        match self {
+            Self::Plain(b) => (Some(b), None),
+            Self::Salt(b) => (None, Some(b)),
+        }
+    }
+}
 
 /// What [`create_key`] stores.
 #[derive(Debug, Clone)]
@@ -32,6 +52,7 @@ pub struct NewKey<'a> {
     pub prefix: &'a str,
     pub rate_per_minute: Option<i32>,
     pub max_active_jobs: Option<i32>,
+    pub webhook_secret: &'a StoredWebhookSecret,
 }
 
 /// Why a key could not be created.
@@ -43,18 +64,27 @@ pub enum CreateKeyError {
     Db(#[from] sqlx::Error),
 }
 
-/// Stores a new key (id = UUIDv7) and returns its row.
-pub async fn create_key(pool: &PgPool, key: &NewKey<'_>) -> Result<KeyRow, CreateKeyError> {
+/// Stores a new key with id `id` (a UUIDv7; a derived webhook secret needs it beforehand)
+/// and returns its row.
+pub async fn create_key(
+    pool: &PgPool,
+    id: Uuid,
+    key: &NewKey<'_>,
+) -> Result<KeyRow, CreateKeyError> {
+    let (plain, salt) = key.webhook_secret.columns();
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO api_keys (id, name, key_hash, prefix, rate_per_minute, max_active_jobs) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {KEY_COLUMNS}"
+        "INSERT INTO api_keys (id, name, key_hash, prefix, rate_per_minute, max_active_jobs, \
+         webhook_secret, webhook_secret_salt) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(key.name)
     .bind(&key.key_hash[..])
     .bind(key.prefix)
     .bind(key.rate_per_minute)
     .bind(key.max_active_jobs)
+    .bind(plain)
+    .bind(salt)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -80,6 +110,35 @@ pub async fn revoke_key(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> 
         "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
     )
     .bind(name)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+/// The id of the live key named `name`, if any.
+pub async fn live_key_id(pool: &PgPool, name: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM api_keys WHERE name = $1 AND revoked_at IS NULL")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Replaces key `id`'s webhook secret (the old one stops signing at once, including
+/// deliveries already queued); returns whether the key is live.
+pub async fn set_webhook_secret(
+    pool: &PgPool,
+    id: Uuid,
+    secret: &StoredWebhookSecret,
+) -> Result<bool, sqlx::Error> {
+    let (plain, salt) = secret.columns();
+    let n = sqlx::query(
+        "UPDATE api_keys SET webhook_secret = $2, webhook_secret_salt = $3 \
+         WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .bind(plain)
+    .bind(salt)
     .execute(pool)
     .await?
     .rows_affected();

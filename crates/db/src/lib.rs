@@ -1,11 +1,14 @@
 //! Postgres access. Every job transition is one function in [`transitions`], guarded by
 //! the legal `from` states of [`clipstash_domain::Transition`]; reads are in [`jobs`]; the
-//! stored files and per-provider usage in [`usage`]; API keys in [`keys`].
+//! stored files and per-provider usage in [`usage`]; API keys in [`keys`]; the job view
+//! ([`view`]) and the webhook outbox ([`webhooks`]).
 
 pub mod jobs;
 pub mod keys;
 pub mod transitions;
 pub mod usage;
+pub mod view;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -97,12 +97,16 @@ pub async fn record_failure<'e>(
     } else {
         Transition::Fail
     };
-    // A failed attempt gives back the space it reserved, in the same statement.
-    let moved = sqlx::query(
-        "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $1) \
-         UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
-         finished_at = CASE WHEN $5 THEN now() ELSE finished_at END \
-         WHERE id = $1 AND status = ANY($6)",
+    // A failed attempt gives back the space it reserved, and a final one queues the job's
+    // webhook, in the same statement.
+    let moved: i64 = sqlx::query_scalar(
+        "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $1), \
+         u AS (UPDATE jobs SET status = $4, error_code = $2, error_message = $3, updated_at = now(), \
+               finished_at = CASE WHEN $5 THEN now() ELSE finished_at END \
+               WHERE id = $1 AND status = ANY($6) RETURNING id, callback_url), \
+         w AS (INSERT INTO webhook_deliveries (id, job_id, url) \
+               SELECT $7, id, callback_url FROM u WHERE $5 AND callback_url IS NOT NULL) \
+         SELECT count(*) FROM u",
     )
     .bind(id)
     .bind(code)
@@ -110,9 +114,9 @@ pub async fn record_failure<'e>(
     .bind(t.to())
     .bind(t.to().is_terminal())
     .bind(t.from_names())
-    .execute(executor)
-    .await?
-    .rows_affected();
+    .bind(Uuid::now_v7())
+    .fetch_one(executor)
+    .await?;
     Ok(moved == 1)
 }
 
@@ -131,8 +135,8 @@ pub async fn next_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<i3
     .await
 }
 
-/// [`Transition::Succeed`]: records the file, the provider's usage and the job in one
-/// transaction, turning the job's quota reservation into usage. The file row's primary key
+/// [`Transition::Succeed`]: records the file, the provider's usage, the job and its webhook (if
+/// it has a callback URL) in one transaction, turning the job's quota reservation into usage. The file row's primary key
 /// makes this idempotent: usage grows once per job whatever the number of deliveries. Usage
 /// is counted in the job's shard, so completions of different jobs touch different rows. Returns the provider's usage after the change, or
 /// `None` when the job is in no state to succeed (nothing is written then).
@@ -164,6 +168,7 @@ pub async fn complete(
         tx.rollback().await?;
         return Ok(None);
     }
+    crate::webhooks::enqueue(&mut tx, id).await?;
     let inserted = sqlx::query(
         "INSERT INTO stored_files (job_id, provider, object_key, size_bytes) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (job_id) DO NOTHING",
@@ -254,6 +259,7 @@ pub async fn delete_job_of(
             .bind(Transition::Cancel.to())
             .fetch_one(&mut *tx)
             .await?;
+            crate::webhooks::enqueue(&mut tx, id).await?;
             DeleteOutcome::Cancelled(job)
         }
         JobStatus::Running => DeleteOutcome::Running(job),

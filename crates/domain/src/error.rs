@@ -64,6 +64,8 @@ pub enum ErrorCode {
     JobRunning,
     InvalidIdempotencyKey,
     IdempotencyKeyReused,
+    /// A `callback_url` from a key with no webhook signing secret (or with auth off).
+    WebhookSecretMissing,
     // Access: no key, an unknown or revoked key, a key over one of its limits.
     Unauthenticated,
     InvalidApiKey,
@@ -118,6 +120,7 @@ impl ErrorCode {
             JobRunning => (Validation, 409),
             InvalidIdempotencyKey => (Validation, 400),
             IdempotencyKeyReused => (Validation, 422),
+            WebhookSecretMissing => (Validation, 422),
             Unauthenticated => (Validation, 401),
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),

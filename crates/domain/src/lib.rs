@@ -7,6 +7,7 @@ pub mod error;
 pub mod job;
 pub mod labels;
 pub mod media;
+pub mod webhook;
 
 pub use error::{ErrorCode, ErrorType, JobError};
 pub use job::{DownloadJob, JobStatus, Transition};

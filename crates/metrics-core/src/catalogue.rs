@@ -63,6 +63,8 @@ pub const TASKS_ENQUEUED_TOTAL: &str = "tasks_enqueued_total";
 pub const QUEUE_LENGTH: &str = "queue_length";
 pub const WORKERS_LIVE: &str = "workers_live";
 pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
+pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
+pub const WEBHOOK_DELIVERY_DURATION_SECONDS: &str = "webhook_delivery_duration_seconds";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -273,6 +275,22 @@ pub static CATALOGUE: &[MetricDef] = &[
         labels: &["reason"],
         help: "Jobs the sweeper enqueued again because Redis no longer held them: reason not_in_queue (queued or retrying in Postgres) or orphaned (running, its worker gone).",
         buckets: &[],
+    },
+    MetricDef {
+        name: WEBHOOK_DELIVERIES_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["outcome"],
+        help: "Webhook delivery attempts by outcome: delivered (2xx), retried (another attempt follows), failed (given up: 410, out of attempts or time, or unsignable), refused (the egress guard refused the callback's address; not retried).",
+        buckets: &[],
+    },
+    MetricDef {
+        name: WEBHOOK_DELIVERY_DURATION_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        labels: &[],
+        help: "Time of one webhook delivery attempt, from the request until the receiver's answer or the failure.",
+        buckets: &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
     },
 ];
 

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clipstash_db::DatabaseArgs;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{CommonArgs, GaugeArgs};
+pub use settings::{CommonArgs, GaugeArgs, SecretKeyArgs};
 
 /// The `migrate` subcommand: applies pending migrations and returns.
 pub async fn migrate_command(args: &DatabaseArgs) -> anyhow::Result<()> {

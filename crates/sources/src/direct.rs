@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
 use crate::Source;
-use crate::egress::{EgressPolicy, Forbidden, GuardedResolver, find_forbidden, redirect_policy};
+use crate::egress::{EgressPolicy, Forbidden, find_forbidden, guarded_client, redirect_policy};
 
 /// Limits applied to every fetch (the size cap is the ingest pipeline's).
 #[derive(Debug, Clone)]
@@ -28,21 +28,18 @@ pub struct DirectHttp {
     egress: EgressPolicy,
 }
 
-const USER_AGENT: &str = concat!("clipstash/", env!("CARGO_PKG_VERSION"));
+/// What clipstash sends as `User-Agent` (downloads and webhooks).
+pub const USER_AGENT: &str = concat!("clipstash/", env!("CARGO_PKG_VERSION"));
 const MAX_REDIRECTS: usize = 5;
 
 impl DirectHttp {
     /// A client whose every connection and redirect hop goes through `egress`.
     pub fn new(limits: FetchLimits, egress: EgressPolicy) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let client = guarded_client(&egress)
             .user_agent(USER_AGENT)
             .connect_timeout(limits.connect_timeout)
             .read_timeout(limits.idle_timeout)
             .redirect(redirect_policy(egress.clone(), MAX_REDIRECTS))
-            .dns_resolver(GuardedResolver::new(egress.clone()))
-            // A proxy would be resolved instead of the source, and would connect for us
-            // where the guard cannot look.
-            .no_proxy()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .build()?;

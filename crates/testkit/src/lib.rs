@@ -6,6 +6,7 @@ pub mod gcs_fake;
 pub mod media;
 pub mod procs;
 pub mod prom;
+pub mod receiver;
 pub mod settings;
 
 use std::future::Future;

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use clipstash_api::auth::{AccessArgs, AuthMode};
-use clipstash_runtime::{CommonArgs, GaugeArgs};
+use clipstash_runtime::{CommonArgs, GaugeArgs, SecretKeyArgs};
 use clipstash_sources::NetworkArgs;
 use clipstash_sources::egress::Allowlist;
 use clipstash_storage::{Placement, StorageArgs};
+use clipstash_worker::webhooks::WebhookArgs;
 
 use crate::{TestDb, TestQueue};
 
@@ -78,7 +79,22 @@ pub fn worker(common: CommonArgs) -> clipstash_worker::Settings {
         sweep_interval: Duration::from_millis(200),
         sweep_grace: Duration::from_secs(1),
         job_retention: None,
+        webhooks: webhooks(),
+        secret: SecretKeyArgs::default(),
         common,
+    }
+}
+
+/// Webhook delivery settings with a fast poll and fast retries (50 ms, doubling).
+pub fn webhooks() -> WebhookArgs {
+    WebhookArgs {
+        webhook_poll: Duration::from_millis(20),
+        webhook_concurrency: 8,
+        webhook_timeout: Duration::from_secs(5),
+        webhook_retry_base: Duration::from_millis(50),
+        webhook_retry_max_delay: Duration::from_secs(1),
+        webhook_max_attempts: 5,
+        webhook_max_age: Duration::from_secs(60),
     }
 }
 

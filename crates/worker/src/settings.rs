@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use clipstash_db::DatabaseArgs;
 use clipstash_domain::config::byte_size;
-use clipstash_runtime::CommonArgs;
+use clipstash_runtime::{CommonArgs, SecretKeyArgs};
 use clipstash_storage::StorageArgs;
+
+use crate::webhooks::WebhookArgs;
 
 /// Command line of `clipstash-worker`.
 #[derive(Debug, Parser)]
@@ -132,6 +134,12 @@ pub struct Settings {
     /// finished, e.g. 30d; a job whose object is still stored is always kept. Unset: keep forever.
     #[arg(long, env = "CLIPSTASH_JOB_RETENTION", value_name = "CLIPSTASH_JOB_RETENTION", value_parser = humantime::parse_duration)]
     pub job_retention: Option<Duration>,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

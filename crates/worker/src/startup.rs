@@ -17,11 +17,13 @@ use crate::job::JobContext;
 use crate::settings::Settings;
 use crate::supervisor::{supervise, unique_name};
 use crate::sweeper::Sweeper;
+use crate::webhooks::Deliverer;
 
 /// A worker process, built and bound but not yet taking jobs.
 pub struct Worker {
     settings: Settings,
     ctx: Arc<JobContext>,
+    deliverer: Deliverer,
     queue: Queue,
     exporter: Exporter,
     metrics_server: Server,
@@ -56,6 +58,12 @@ impl Worker {
                 "egress guard off (CLIPSTASH_ALLOW_PRIVATE_NETWORKS=true): jobs may fetch from loopback and private networks"
             );
         }
+        let deliverer = Deliverer::new(
+            pool.clone(),
+            egress.clone(),
+            settings.webhooks.clone(),
+            settings.secret.secret_key.clone(),
+        )?;
         let direct = DirectHttp::new(
             FetchLimits {
                 idle_timeout: settings.idle_timeout,
@@ -98,6 +106,7 @@ impl Worker {
         Ok(Self {
             settings,
             ctx,
+            deliverer,
             queue,
             exporter,
             metrics_server,
@@ -137,6 +146,7 @@ impl Worker {
             retention: self.settings.job_retention,
         }
         .spawn(background.clone());
+        let webhooks = self.deliverer.spawn(background.clone());
         let metrics_handle = self.metrics_server.handle();
         let metrics_task = tokio::spawn(self.metrics_server);
         // Jobs see the shutdown too: a job waiting to retry hands itself back at once.
@@ -161,7 +171,7 @@ impl Worker {
         forward.abort();
         background.cancel();
         metrics_handle.stop(true).await;
-        let _ = tokio::join!(upkeep, sampler, sweeper, metrics_task);
+        let _ = tokio::join!(upkeep, sampler, sweeper, webhooks, metrics_task);
         self.ctx.pool.close().await;
         tracing::info!(worker = %self.name, "stopped");
         Ok(())

@@ -4,9 +4,12 @@
 //! hex: 256 bits, so it cannot be guessed and a plain SHA-256 is a safe way to store it (a
 //! slow, salted hash only matters for low-entropy secrets such as passwords).
 
-use clipstash_db::keys::{self, CreateKeyError, NewKey};
+use clipstash_db::keys::{self, CreateKeyError, NewKey, StoredWebhookSecret};
 use clipstash_db::{DatabaseArgs, KeyRow};
+use clipstash_domain::webhook::{SALT_LEN, SECRET_LEN, WebhookSecret};
+use clipstash_runtime::SecretKeyArgs;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// What every key starts with, so it is recognisable (and greppable by secret scanners).
 pub const KEY_PREFIX: &str = "cs_";
@@ -15,9 +18,39 @@ const SHOWN_PREFIX_LEN: usize = 11;
 
 /// A new random key.
 pub fn generate_key() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    let bytes: [u8; 32] = random()?;
     Ok(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
+}
+
+fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(bytes)
+}
+
+/// A new webhook signing secret for key `key_id`: derived from `CLIPSTASH_SECRET_KEY` and a
+/// random salt when the server key is set (only the salt is stored), else random bytes
+/// stored as they are.
+pub fn new_webhook_secret(
+    key_id: Uuid,
+    server: &SecretKeyArgs,
+) -> anyhow::Result<(WebhookSecret, StoredWebhookSecret)> {
+    Ok(match server.bytes() {
+        Some(server_key) => {
+            let salt: [u8; SALT_LEN] = random()?;
+            (
+                WebhookSecret::derive(server_key, key_id, &salt),
+                StoredWebhookSecret::Salt(salt.to_vec()),
+            )
+        }
+        None => {
+            let bytes: [u8; SECRET_LEN] = random()?;
+            (
+                WebhookSecret::from_bytes(bytes),
+                StoredWebhookSecret::Plain(bytes.to_vec()),
+            )
+        }
+    })
 }
 
 /// The SHA-256 a key is stored and looked up by.
@@ -25,15 +58,19 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// `clipstash-api keys`: create, list and revoke API keys.
+/// `clipstash-api keys`: create, list and revoke API keys; rotate their webhook secrets.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Create a key and print it once (it is stored only as a hash).
+    /// Create a key and print it once (it is stored only as a hash), then on a second line
+    /// its webhook signing secret (whsec_...).
     Create(CreateArgs),
     /// List keys: name, prefix, dates and limits; never the key.
     List(DbOnly),
     /// Revoke the live key with this name (API replicas refuse it within CLIPSTASH_AUTH_CACHE_TTL).
     Revoke(RevokeArgs),
+    /// Give the live key with this name a new webhook signing secret and print it once; the
+    /// old one stops signing at once (keys made before webhooks have none until this).
+    RotateWebhookSecret(RotateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +86,18 @@ pub struct CreateArgs {
     pub max_active: Option<i32>,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateArgs {
+    /// Name of the key.
+    pub name: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secret: SecretKeyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +120,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create(a) => &a.database,
         KeysCommand::List(a) => &a.database,
         KeysCommand::Revoke(a) => &a.database,
+        KeysCommand::RotateWebhookSecret(a) => &a.database,
     };
     let pool = clipstash_db::connect(&db.database_url, 2)
         .await
@@ -80,14 +130,18 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let name = a.name.trim();
             anyhow::ensure!(!name.is_empty(), "--name must not be empty");
             let key = generate_key()?;
+            let id = Uuid::now_v7();
+            let (secret, stored) = new_webhook_secret(id, &a.secret)?;
             let row = keys::create_key(
                 &pool,
+                id,
                 &NewKey {
                     name,
                     key_hash: &hash_key(&key),
                     prefix: &key[..SHOWN_PREFIX_LEN],
                     rate_per_minute: a.rate,
                     max_active_jobs: a.max_active,
+                    webhook_secret: &stored,
                 },
             )
             .await
@@ -96,10 +150,13 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 CreateKeyError::Db(d) => anyhow::anyhow!("creating the key: {d}"),
             })?;
             eprintln!(
-                "created key {:?} ({}); it is shown once, store it now:",
-                row.name, row.prefix
+                "created key {:?} ({}); it is shown once, store it now (line 1: the API key, line 2: its webhook signing secret{}):",
+                row.name,
+                row.prefix,
+                stored_note(&stored)
             );
             println!("{key}");
+            println!("{}", secret.to_whsec());
             Ok(())
         }
         KeysCommand::List(_) => {
@@ -115,9 +172,38 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("no live key named {:?}", a.name))
             }
         }
+        KeysCommand::RotateWebhookSecret(a) => {
+            let id = keys::live_key_id(&pool, &a.name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no live key named {:?}", a.name))?;
+            let (secret, stored) = new_webhook_secret(id, &a.secret)?;
+            anyhow::ensure!(
+                keys::set_webhook_secret(&pool, id, &stored).await?,
+                "the key {:?} was revoked meanwhile",
+                a.name
+            );
+            eprintln!(
+                "new webhook signing secret of {:?}; it is shown once, store it now{}:",
+                a.name,
+                stored_note(&stored)
+            );
+            println!("{}", secret.to_whsec());
+            Ok(())
+        }
     };
     pool.close().await;
     result
+}
+
+fn stored_note(stored: &StoredWebhookSecret) -> &'static str {
+    match stored {
+        StoredWebhookSecret::Salt(_) => {
+            "; derived from CLIPSTASH_SECRET_KEY, which every worker needs"
+        }
+        StoredWebhookSecret::Plain(_) => {
+            "; stored as is in Postgres: set CLIPSTASH_SECRET_KEY to keep it out of the database"
+        }
+    }
 }
 
 fn render_list(rows: &[KeyRow]) -> String {
@@ -129,18 +215,26 @@ fn render_list(rows: &[KeyRow]) -> String {
         )
     };
     let mut out = format!(
-        "{:<24} {:<12} {:<21} {:<21} {:>9} {:>10} {}\n",
-        "NAME", "PREFIX", "CREATED", "LAST USED", "RATE/MIN", "MAX ACTIVE", "STATE"
+        "{:<24} {:<12} {:<21} {:<21} {:>9} {:>10} {:<14} {}\n",
+        "NAME",
+        "PREFIX",
+        "CREATED",
+        "LAST USED",
+        "RATE/MIN",
+        "MAX ACTIVE",
+        "WEBHOOK SECRET",
+        "STATE"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<24} {:<12} {:<21} {:<21} {:>9} {:>10} {}\n",
+            "{:<24} {:<12} {:<21} {:<21} {:>9} {:>10} {:<14} {}\n",
             r.name,
             r.prefix,
             when(Some(r.created_at)),
             when(r.last_used_at),
             limit(r.rate_per_minute),
             limit(r.max_active_jobs),
+            if r.has_webhook_secret { "yes" } else { "none" },
             if r.revoked_at.is_some() {
                 "revoked"
             } else {
@@ -154,6 +248,29 @@ fn render_list(rows: &[KeyRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_secrets_are_random_or_derived_from_the_server_key() {
+        let id = Uuid::now_v7();
+        let (a, stored) = new_webhook_secret(id, &SecretKeyArgs::default()).unwrap();
+        let (b, _) = new_webhook_secret(id, &SecretKeyArgs::default()).unwrap();
+        assert_ne!(a, b);
+        let StoredWebhookSecret::Plain(bytes) = stored else {
+            panic!("no server key: stored as is")
+        };
+        assert_eq!(
+            WebhookSecret::parse(&a.to_whsec()).unwrap(),
+            WebhookSecret::from_bytes(bytes.try_into().unwrap())
+        );
+        let server = SecretKeyArgs {
+            secret_key: Some("a server key of at least 32 chars".into()),
+        };
+        let (c, stored) = new_webhook_secret(id, &server).unwrap();
+        let StoredWebhookSecret::Salt(salt) = stored else {
+            panic!("server key: only a salt is stored")
+        };
+        assert_eq!(c, WebhookSecret::derive(server.bytes().unwrap(), id, &salt));
+    }
 
     #[test]
     fn keys_are_long_random_and_hash_stably() {

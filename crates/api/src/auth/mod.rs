@@ -84,6 +84,8 @@ pub struct KeyIdentity {
     pub id: Uuid,
     pub rate_per_minute: u32,
     pub max_active_jobs: u32,
+    /// Whether the key can sign webhooks (it has a webhook secret).
+    pub has_webhook_secret: bool,
 }
 
 impl Caller {
@@ -128,6 +130,7 @@ impl Access {
             id: row.id,
             rate_per_minute: positive(row.rate_per_minute, self.default_rate_per_minute),
             max_active_jobs: positive(row.max_active_jobs, self.default_max_active_jobs),
+            has_webhook_secret: row.has_webhook_secret,
         }
     }
 }

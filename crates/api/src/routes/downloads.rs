@@ -2,10 +2,9 @@
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
 use clipstash_db::jobs::{IdempotencyKey, Inserted};
 use clipstash_db::usage::storage_usage;
-use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
+use clipstash_db::{DeleteOutcome, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
@@ -20,114 +19,132 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{ErrorCodeSchema, JobStatusSchema, VideoSourceSchema};
+use crate::openapi::JobStatusSchema;
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
-/// A job as the API shows it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobView {
-    pub id: Uuid,
-    pub url: String,
-    #[schema(value_type = JobStatusSchema)]
-    pub status: JobStatus,
-    pub attempts: i32,
-    #[schema(value_type = VideoSourceSchema)]
-    pub source: VideoSource,
-    pub provider: Option<String>,
-    pub object_key: Option<String>,
-    pub size_bytes: Option<i64>,
-    pub sha256: Option<String>,
-    pub content_type: Option<String>,
-    pub error: Option<JobErrorView>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// When the stored object was deleted through `DELETE`.
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-/// Why the job's last attempt failed.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobErrorView {
-    #[schema(value_type = ErrorCodeSchema)]
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl From<JobRow> for JobView {
-    fn from(r: JobRow) -> Self {
-        let status = r.status;
-        let error = r.error_code.map(|code| JobErrorView {
-            code,
-            message: r.error_message.unwrap_or_default(),
-        });
-        JobView {
-            id: r.id,
-            url: r.url,
-            status,
-            attempts: r.attempts,
-            source: r.source,
-            provider: r.provider,
-            object_key: r.object_key,
-            size_bytes: r.size_bytes,
-            sha256: r.sha256,
-            content_type: r.content_type,
-            // A retrying job shows its last error; a succeeded one never does.
-            error: if status == JobStatus::Succeeded {
-                None
-            } else {
-                error
-            },
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            deleted_at: r.deleted_at,
-        }
-    }
-}
+pub use clipstash_db::view::{JobErrorView, JobView};
 
 /// The body of `POST /v1/downloads`.
+///
+/// The contract's `pattern` for `url` and `callback_url` is a subset of what the server
+/// accepts (http or https, a DNS name whose last label starts with a letter, an optional port
+/// below 10000, a path of RFC 3986 characters), so every URL it describes is accepted (bar a
+/// literal forbidden address); the server also takes IP literals the egress guard allows.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDownload {
     /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
-    #[schema(min_length = 1, max_length = 2048)]
+    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://media.example.com/clip.mp4")]
     pub url: String,
+    /// Where to POST the job view, signed (`webhook-signature`), when the job ends; same rules
+    /// as `url`. Needs a key with a webhook secret. See docs/API.md "Webhooks".
+    #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://hooks.example.com/clipstash")]
+    pub callback_url: Option<String>,
 }
 
 /// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length,
 /// and no host the egress guard refuses without resolving it (an IP literal such as
 /// 127.0.0.1 or 169.254.169.254): fast feedback; names are checked when fetched.
 pub fn validate_url(raw: &str, egress: &EgressPolicy) -> Result<url::Url, ApiError> {
-    let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidUrl, msg);
+    validate_url_field("url", raw, egress)
+}
+
+/// [`validate_url`] for the body field `field` (`url`, `callback_url`), named in messages.
+pub fn validate_url_field(
+    field: &str,
+    raw: &str,
+    egress: &EgressPolicy,
+) -> Result<url::Url, ApiError> {
+    let invalid = |msg: &str| ApiError::new(ErrorCode::InvalidUrl, format!("{field} {msg}"));
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(invalid("url must not be empty"));
+        return Err(invalid("must not be empty"));
     }
     if raw.len() > MAX_URL_LEN {
+        return Err(invalid(&format!("is longer than {MAX_URL_LEN} characters")));
+    }
+    // As written, a URI (RFC 3986): no spaces or characters such as `"<>\^{|}` unencoded.
+    // The URL parser would quietly percent-encode them; the contract says `format: uri`.
+    if let Some(c) = raw.chars().find(|c| !is_uri_char(*c)) {
         return Err(invalid(&format!(
-            "url is longer than {MAX_URL_LEN} characters"
+            "contains {c:?}, which a URI must percent-encode"
         )));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|e| invalid(&format!("url is not a valid absolute URL: {e}")))?;
+    if !percent_escapes_are_valid(raw) {
+        return Err(invalid("has a % not followed by two hex digits"));
+    }
+    // After the authority, `[` and `]` are not URI characters, and `#` starts the one fragment.
+    let rest = raw.split_once("://").map_or(raw, |(_, r)| r);
+    let rest = rest.find(['/', '?', '#']).map_or("", |i| &rest[i..]);
+    if rest.contains(['[', ']']) || rest.matches('#').count() > 1 {
+        return Err(invalid(
+            "is not a URI: '[', ']' or a second '#' after the host must be percent-encoded",
+        ));
+    }
+    let url =
+        url::Url::parse(raw).map_err(|e| invalid(&format!("is not a valid absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("url scheme must be http or https"));
+        return Err(invalid("scheme must be http or https"));
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("url must have a host"));
+        return Err(invalid("must have a host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid("url must not contain credentials"));
+        return Err(invalid("must not contain credentials"));
+    }
+    if let Some(url::Host::Domain(name)) = url.host()
+        && !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        return Err(invalid(
+            "host must be a DNS name (letters, digits, '-', '_' and dots) or an IP address",
+        ));
     }
     egress
         .check_url(&url)
-        .map_err(|f| ApiError::new(ErrorCode::ForbiddenAddress, f.to_string()))?;
+        .map_err(|f| ApiError::new(ErrorCode::ForbiddenAddress, format!("{field}: {f}")))?;
     Ok(url)
+}
+
+/// Characters a URI (RFC 3986) may hold as they are: unreserved, reserved and `%`.
+fn is_uri_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(c)
+}
+
+/// Every `%` starts a `%XX` escape.
+fn percent_escapes_are_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().all(|(i, c)| {
+        *c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
+/// Checks `callback_url`: a URL like `url`, from a caller whose key can sign webhooks.
+fn validate_callback(
+    raw: Option<&str>,
+    caller: &Caller,
+    egress: &EgressPolicy,
+) -> Result<Option<url::Url>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let url = validate_url_field("callback_url", raw, egress)?;
+    match caller {
+        Caller::Key(k) if k.has_webhook_secret => Ok(Some(url)),
+        Caller::Key(_) => Err(ApiError::new(
+            ErrorCode::WebhookSecretMissing,
+            "this API key has no webhook signing secret; give it one with `clipstash-api keys rotate-webhook-secret NAME`",
+        )),
+        Caller::Anonymous => Err(ApiError::new(
+            ErrorCode::WebhookSecretMissing,
+            "callbacks are signed with the API key's secret, and auth is off (CLIPSTASH_AUTH=off)",
+        )),
+    }
 }
 
 /// Name of the header that makes a submit idempotent.
@@ -162,9 +179,13 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// SHA-256 (hex) of the canonical form of a submit: the normalised URL in a fixed JSON
 /// shape, so whitespace, key order or an equivalent spelling of the URL do not count as
 /// another body.
-fn request_sha256(url: &url::Url) -> String {
+fn request_sha256(url: &url::Url, callback: Option<&url::Url>) -> String {
     use sha2::Digest;
-    let canonical = serde_json::json!({ "url": url.as_str() }).to_string();
+    let mut canonical = serde_json::json!({ "url": url.as_str() });
+    if let Some(c) = callback {
+        canonical["callback_url"] = c.as_str().into();
+    }
+    let canonical = canonical.to_string();
     hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
@@ -195,7 +216,7 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
         (status = 400, description = "`invalid_json` (malformed body) or `invalid_idempotency_key`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over 16 KiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is not `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url` (`url` or `callback_url`), `forbidden_address` (an IP literal the egress guard refuses, in either), `webhook_secret_missing` (a `callback_url` from a key without a webhook secret) or `idempotency_key_reused`.", body = ErrorBody),
         (status = 503, description = "`database_unavailable` or `queue_unavailable` (the job is then marked failed).", body = ErrorBody),
     ),
 )]
@@ -207,6 +228,8 @@ pub async fn create_download(
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(&req)?;
     let url = validate_url(&body.url, &state.egress)?;
+    let callback = validate_callback(body.callback_url.as_deref(), &caller, &state.egress)?;
+    let callback_str = callback.as_ref().map(url::Url::as_str);
     let id = Uuid::now_v7();
     let source = VideoSource::for_url(&url);
     let owner = match &caller {
@@ -217,22 +240,36 @@ pub async fn create_download(
         (None, None) => jobs::insert_job(&state.pool, id, url.as_str(), source)
             .await
             .map_err(ApiError::database)?,
-        (None, Some((key_id, cap))) => {
-            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key_id, cap.into())
-                .await
-                .map_err(ApiError::database)?
-                .map_err(|_| too_many_active(cap))?
-        }
+        (None, Some((key_id, cap))) => jobs::insert_job_capped(
+            &state.pool,
+            id,
+            url.as_str(),
+            source,
+            key_id,
+            cap.into(),
+            callback_str,
+        )
+        .await
+        .map_err(ApiError::database)?
+        .map_err(|_| too_many_active(cap))?,
         (Some(key), owner) => {
-            let hash = request_sha256(&url);
+            let hash = request_sha256(&url, callback.as_ref());
             let key = IdempotencyKey {
                 key,
                 request_sha256: &hash,
             };
             let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
-            match jobs::insert_job_idempotent(&state.pool, id, url.as_str(), source, key, owner)
-                .await
-                .map_err(ApiError::database)?
+            match jobs::insert_job_idempotent(
+                &state.pool,
+                id,
+                url.as_str(),
+                source,
+                key,
+                owner,
+                callback_str,
+            )
+            .await
+            .map_err(ApiError::database)?
             {
                 Inserted::Created(job) => job,
                 Inserted::Replayed(job) => {
@@ -341,13 +378,13 @@ pub async fn get_download(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs in this status (empty: any).
+    /// Only jobs in this status (omit for any).
     #[param(value_type = Option<JobStatusSchema>)]
     pub status: Option<String>,
     /// Page size, 1-100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page (empty: the first page).
+    /// `next_cursor` of the previous page (omit for the first page).
     #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
 }
@@ -378,7 +415,7 @@ pub async fn list_downloads(
 ) -> Result<HttpResponse, ApiError> {
     let bad = ApiError::new;
     let status = match query.status.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
             let all: Vec<_> = JobStatus::VARIANTS.iter().map(|s| s.as_str()).collect();
             bad(
@@ -395,7 +432,7 @@ pub async fn list_downloads(
         ));
     }
     let before = match query.cursor.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
             bad(
                 ErrorCode::InvalidCursor,

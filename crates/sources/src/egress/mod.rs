@@ -154,6 +154,17 @@ impl EgressPolicy {
     }
 }
 
+/// A client builder whose every connection goes through `policy`: the guarded resolver, and
+/// no proxy (a proxy would be resolved instead of the destination, and would connect where
+/// the guard cannot look). Callers add timeouts and a redirect policy ([`redirect_policy`],
+/// or none); they must still [`EgressPolicy::check_url`] each request URL (IP literals are
+/// never resolved). Used by direct downloads and webhook deliveries alike.
+pub fn guarded_client(policy: &EgressPolicy) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(GuardedResolver::new(policy.clone()))
+        .no_proxy()
+}
+
 /// Follows at most `max` redirects, checking each hop's URL with `policy` before any
 /// connection to it (IP literals are never resolved, so the resolver cannot see them).
 pub fn redirect_policy(policy: EgressPolicy, max: usize) -> reqwest::redirect::Policy {

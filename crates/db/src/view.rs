@@ -1,0 +1,122 @@
+//! The job view: the JSON `GET /v1/downloads/{id}` answers and webhooks deliver, in one
+//! place so the API and the workers' webhook deliveries cannot differ, with its OpenAPI
+//! schema (and the schemas of the domain enums it holds).
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use serde::{Deserialize, Serialize};
+use strum::VariantArray;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
+use uuid::Uuid;
+
+use crate::JobRow;
+
+/// A string enum schema listing every variant of a domain enum (from its `VARIANTS`), so a
+/// new code or status shows up in the contract without anyone editing it.
+macro_rules! string_enum_schema {
+    ($ty:ty, $description:literal) => {
+        impl PartialSchema for SchemaOf<$ty> {
+            fn schema() -> RefOr<Schema> {
+                let values: Vec<&'static str> =
+                    <$ty>::VARIANTS.iter().map(|v| v.as_str()).collect();
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .description(Some($description))
+                    .enum_values(Some(values))
+                    .into()
+            }
+        }
+        impl ToSchema for SchemaOf<$ty> {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed(stringify!($ty))
+            }
+        }
+    };
+}
+
+/// The schema of a domain type that does not depend on utoipa (`clipstash-domain`).
+pub struct SchemaOf<T>(std::marker::PhantomData<T>);
+
+/// `ErrorCode`'s schema.
+pub type ErrorCodeSchema = SchemaOf<ErrorCode>;
+/// `JobStatus`'s schema.
+pub type JobStatusSchema = SchemaOf<JobStatus>;
+/// `VideoSource`'s schema.
+pub type VideoSourceSchema = SchemaOf<VideoSource>;
+
+string_enum_schema!(
+    ErrorCode,
+    "A stable, machine-readable error code: new codes may be added, none is ever renamed."
+);
+string_enum_schema!(JobStatus, "Where a job is in its lifecycle.");
+string_enum_schema!(VideoSource, "Which source handles the URL.");
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub url: String,
+    #[schema(value_type = JobStatusSchema)]
+    pub status: JobStatus,
+    pub attempts: i32,
+    #[schema(value_type = VideoSourceSchema)]
+    pub source: VideoSource,
+    pub provider: Option<String>,
+    pub object_key: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub content_type: Option<String>,
+    pub error: Option<JobErrorView>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the stored object was deleted through `DELETE`.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Where the job's end is POSTed (signed), if the submit asked for it.
+    pub callback_url: Option<String>,
+}
+
+/// Why the job's last attempt failed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobErrorView {
+    #[schema(value_type = ErrorCodeSchema)]
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<JobRow> for JobView {
+    fn from(r: JobRow) -> Self {
+        let status = r.status;
+        let error = r.error_code.map(|code| JobErrorView {
+            code,
+            message: r.error_message.unwrap_or_default(),
+        });
+        JobView {
+            id: r.id,
+            url: r.url,
+            status,
+            attempts: r.attempts,
+            source: r.source,
+            provider: r.provider,
+            object_key: r.object_key,
+            size_bytes: r.size_bytes,
+            sha256: r.sha256,
+            content_type: r.content_type,
+            // A retrying job shows its last error; a succeeded one never does.
+            error: if status == JobStatus::Succeeded {
+                None
+            } else {
+                error
+            },
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            deleted_at: r.deleted_at,
+            callback_url: r.callback_url,
+        }
+    }
+}
