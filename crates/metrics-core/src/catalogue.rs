@@ -211,7 +211,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["task_name", "status"],
-        help: "Task attempts finished in this worker: success, failed (final) or retried.",
+        help: "Task attempts ended in this worker: success, failed (final), retried, or interrupted (shutdown or a lost dependency; the job runs again).",
         buckets: &[],
     },
     MetricDef {
