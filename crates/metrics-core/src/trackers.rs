@@ -29,8 +29,7 @@ pub fn record_requeue(reason: &'static str) {
 /// Counts one ended attempt of `task` without timing it: for an outcome decided after its
 /// tracker is gone (a job whose attempt panicked is recorded as failed).
 pub fn record_task_outcome(task: Task, outcome: Outcome) {
-    counter!(TASKS.total, TASKS.label => task.as_str(), "status" => outcome.as_str())
-        .increment(1);
+    counter!(TASKS.total, TASKS.label => task.as_str(), "status" => outcome.as_str()).increment(1);
 }
 
 /// How an operation ended: the `status` label of its `*_total` counter.
