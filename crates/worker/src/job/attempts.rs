@@ -147,6 +147,11 @@ impl JobContext {
         id: Uuid,
         url: &str,
     ) -> Result<StoredObject, JobError> {
+        // Debug builds only: the chaos suite's poison job.
+        clipstash_runtime::test_hooks::crash_if_marked(
+            clipstash_runtime::test_hooks::CRASH_ON_URL,
+            url,
+        );
         let media = source.open(url).await?;
         ingest(&self.storage, &self.pool, id, media, self.max_file_bytes).await
     }
