@@ -713,3 +713,63 @@ async fn the_sweeper_prunes_dead_tasks_and_requeues_a_dead_job_postgres_still_wa
     assert_eq!(meta, 0);
     assert_eq!(env.producer.stats().await.unwrap().pending, 1);
 }
+
+/// apalis drops a running job's future when it restarts its worker after a Redis error. A
+/// drop while the claim's statement is in flight must not leave the job's advisory lock on
+/// a pooled connection: the job would look busy to the reaper forever, stuck `running`
+/// (the chaos suite's redis-restart found one).
+#[tokio::test]
+async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
+    use clipstash_db::transitions;
+    use clipstash_sources::{DirectHttp, EgressPolicy, FetchLimits};
+    let env = Env::new().await;
+    let s = env.settings();
+    // One connection: the claim's, returned to the pool or closed.
+    let pool = clipstash_db::connect(&s.common.database.database_url, 1)
+        .await
+        .unwrap();
+    let ctx = clipstash_worker::JobContext {
+        pool: pool.clone(),
+        storage: clipstash_storage::Storage::from_args(&s.common.storage).unwrap(),
+        direct: DirectHttp::new(
+            FetchLimits {
+                idle_timeout: s.idle_timeout,
+                connect_timeout: s.connect_timeout,
+            },
+            EgressPolicy::new(&s.common.network),
+        )
+        .unwrap(),
+        max_file_bytes: s.max_file_bytes,
+        max_attempts: 4,
+        retry_base: s.retry_base,
+        attempt_timeout: s.attempt_timeout,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    let url = "http://127.0.0.1:9/cut-short";
+    let id = env.insert_only(url).await;
+    // Holding the row makes the claim wait in its UPDATE, after its CTE took the lock.
+    let mut blocker = env.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let job = DownloadJob {
+        job_id: id,
+        url: url.into(),
+        enqueued_at: Utc::now(),
+    };
+    let cut = tokio::time::timeout(Duration::from_millis(500), ctx.process(job)).await;
+    assert!(cut.is_err(), "the claim was to be waiting: {cut:?}");
+    blocker.rollback().await.unwrap();
+    wait_for(
+        "the cut-short claim's lock to go",
+        Duration::from_secs(10),
+        || async {
+            let mut c = env.db.pool.acquire().await.unwrap();
+            (!transitions::is_locked(&mut c, id).await.unwrap()).then_some(())
+        },
+    )
+    .await;
+    pool.close().await;
+}
