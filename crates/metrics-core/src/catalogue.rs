@@ -63,6 +63,7 @@ pub const TASKS_ENQUEUED_TOTAL: &str = "tasks_enqueued_total";
 pub const QUEUE_LENGTH: &str = "queue_length";
 pub const WORKERS_LIVE: &str = "workers_live";
 pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
+pub const JOBS_STALE_SECONDS: &str = "jobs_stale_seconds";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -272,6 +273,14 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: None,
         labels: &["reason"],
         help: "Jobs the sweeper enqueued again because Redis no longer held them: reason not_in_queue (queued or retrying in Postgres) or orphaned (running, its worker gone).",
+        buckets: &[],
+    },
+    MetricDef {
+        name: JOBS_STALE_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &["status"],
+        help: "Age of the oldest unchanged live job per status (queued, running, retrying; 0 when none), from Postgres; global: aggregate with max. Grows without bound for a stuck job.",
         buckets: &[],
     },
 ];
