@@ -311,6 +311,16 @@ pub async fn verdict(
                 s.usage_bytes, s.files
             ));
         }
+        // Nothing is live any more: no stuck-job age either.
+        if let Some(s) = c.scrape(w.port).await
+            && v.stuck == 0
+            && (s.stale != 0.0 || s.stale_series != 3)
+        {
+            v.problems.push(format!(
+                "jobs_stale_seconds {} over {} series with no live job",
+                s.stale, s.stale_series
+            ));
+        }
     }
     v.double_counted = double;
     if c.restarts > 0 {

@@ -61,6 +61,10 @@ pub struct Scraped {
     pub in_progress: f64,
     pub usage_bytes: f64,
     pub files: f64,
+    /// `jobs_stale_seconds`, summed over the live states.
+    pub stale: f64,
+    /// How many `jobs_stale_seconds` series the worker exports (one per live state).
+    pub stale_series: usize,
 }
 
 pub struct Cluster {
@@ -227,6 +231,8 @@ impl Cluster {
             in_progress: prom::sum(&s, "tasks_in_progress", &[]),
             usage_bytes: prom::sum(&s, "storage_usage_bytes", &[]),
             files: prom::sum(&s, "storage_files", &[]),
+            stale: prom::sum(&s, "jobs_stale_seconds", &[]),
+            stale_series: prom::series_count(&s, "jobs_stale_seconds"),
         })
     }
 

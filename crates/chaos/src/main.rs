@@ -71,7 +71,19 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for name in &names {
         eprintln!("== {name}");
-        let v = rt.block_on(run(name, &o));
+        // On SIGINT/SIGTERM the scenario is dropped: its processes, Redis and Postgres
+        // are stopped and their directories removed before the suite exits.
+        let Some(v) = rt.block_on(async {
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(clipstash_runtime_signal(stop.clone()));
+            tokio::select! {
+                v = run(name, &o) => Some(v),
+                _ = stop.cancelled() => None,
+            }
+        }) else {
+            eprintln!("interrupted; cleaned up");
+            std::process::exit(130);
+        };
         for n in &v.notes {
             if cli.verbose || !n.starts_with("logs:") {
                 eprintln!("   note: {n}");
@@ -97,4 +109,20 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM, then cancels `stop`.
+async fn clipstash_runtime_signal(stop: tokio_util::sync::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    stop.cancel();
 }
