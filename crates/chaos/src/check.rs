@@ -30,7 +30,8 @@ pub struct Verdict {
     pub double_counted: u64,
     /// Jobs still queued/running/retrying at the end (any row, accepted or not).
     pub stuck: u64,
-    /// From the end of the fault until every job accepted before it was terminal.
+    /// From the end of the fault until no job written before it was live (Postgres'
+    /// view, polled every 200 ms).
     pub recovery: Duration,
     /// Longest time from accept to a terminal state among accepted jobs.
     pub longest_job: Duration,

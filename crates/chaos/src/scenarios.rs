@@ -166,10 +166,36 @@ pub async fn run(name: &str, o: &Options) -> Verdict {
         other => panic!("unknown scenario {other}; known: {ALL:?}"),
     }
     let fault_end = Instant::now();
-    c.run_for(o.after).await;
+    // Recovery: until no job written before the end of the fault is live any more.
+    let since = db_now(&c).await;
+    let mut recovery = None;
+    let poll = |c: &Cluster| {
+        let pool = c.pool.clone();
+        async move { live_written_before(&pool, since).await == Some(0) }
+    };
+    while fault_end.elapsed() < o.after {
+        c.tick().await;
+        if recovery.is_none() && poll(&c).await {
+            recovery = Some(fault_end.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut subs = load.stop().await;
     subs.extend(extra);
+    while recovery.is_none() && fault_end.elapsed() < o.after + o.bound {
+        c.tick().await;
+        if poll(&c).await {
+            recovery = Some(fault_end.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut v = verdict(&mut c, name, &subs, fault_end, o.bound).await;
+    match recovery {
+        Some(r) => v.recovery = r,
+        None => v
+            .problems
+            .push("jobs written before the fault ended never all finished".into()),
+    }
     for n in notes {
         if let Some(p) = n.strip_prefix("PROBLEM: ") {
             v.problems.push(p.to_string());
@@ -181,4 +207,30 @@ pub async fn run(name: &str, o: &Options) -> Verdict {
         v.notes.push(format!("logs:\n{}", c.log_tail(40)));
     }
     v
+}
+
+/// Postgres' clock now, retried while it restarts.
+async fn db_now(c: &Cluster) -> chrono::DateTime<chrono::Utc> {
+    for _ in 0..150 {
+        if let Ok(t) = sqlx::query_scalar("SELECT now()").fetch_one(&c.pool).await {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("Postgres did not come back within 30 s");
+}
+
+/// Jobs created before `since` that are still live; `None` while Postgres does not answer.
+async fn live_written_before(
+    pool: &sqlx::PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE created_at <= $1 \
+         AND status IN ('queued', 'running', 'retrying')",
+    )
+    .bind(since)
+    .fetch_one(pool)
+    .await
+    .ok()
 }
