@@ -190,6 +190,13 @@ pub async fn run(name: &str, o: &Options) -> Verdict {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut v = verdict(&mut c, name, &subs, fault_end, o.bound).await;
+    // A dependency blinking must not take a process down.
+    if matches!(name, "redis-restart" | "redis-pause" | "postgres-restart") && c.restarts > 0 {
+        v.problems.push(format!(
+            "{} processes exited while a dependency blinked",
+            c.restarts
+        ));
+    }
     match recovery {
         Some(r) => v.recovery = r,
         None => v
