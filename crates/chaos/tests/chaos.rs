@@ -57,6 +57,6 @@ async fn a_rolling_sigterm_of_every_worker_fails_no_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_job_fails_alone_and_takes_no_other_job_with_it() {
+async fn a_poison_job_ends_redelivery_limit_and_loses_nothing() {
     scenario("poison").await;
 }
