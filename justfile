@@ -107,6 +107,11 @@ test: services
     # Schemathesis against an API and a worker of its own (docs/API.md); under 3 minutes.
     deploy/fuzz/run.sh
 
+# Fault suite: the real binaries against a Postgres and a Redis of their own, one fault per scenario, then the promise checked (docs/RELIABILITY.md; `just chaos --help`, `just chaos --quick redis-pause`)
+chaos *ARGS:
+    cargo build --workspace --bins
+    {{bin}}/clipstash-chaos {{ARGS}}
+
 # Fuzz a running API (`just up`) from docs/openapi.json with Schemathesis, with the local key (`just test` fuzzes an API of its own)
 fuzz URL="http://127.0.0.1:8080" *ARGS:
     #!/usr/bin/env bash

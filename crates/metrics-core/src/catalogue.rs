@@ -65,6 +65,7 @@ pub const WORKERS_LIVE: &str = "workers_live";
 pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 pub const WEBHOOK_DELIVERY_DURATION_SECONDS: &str = "webhook_delivery_duration_seconds";
+pub const JOBS_STALE_SECONDS: &str = "jobs_stale_seconds";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -213,7 +214,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["task_name", "status"],
-        help: "Task attempts finished in this worker: success, failed (final) or retried.",
+        help: "Task attempts ended in this worker: success, failed (final), retried, or interrupted (shutdown or a lost dependency; the job runs again).",
         buckets: &[],
     },
     MetricDef {
@@ -291,6 +292,14 @@ pub static CATALOGUE: &[MetricDef] = &[
         labels: &[],
         help: "Time of one webhook delivery attempt, from the request until the receiver's answer or the failure.",
         buckets: &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+    },
+    MetricDef {
+        name: JOBS_STALE_SECONDS,
+        kind: Kind::Gauge,
+        unit: Some(Unit::Seconds),
+        labels: &["status"],
+        help: "Age of the oldest unchanged live job per status (queued, running, retrying; 0 when none), from Postgres; global: aggregate with max. Grows without bound for a stuck job.",
+        buckets: &[],
     },
 ];
 

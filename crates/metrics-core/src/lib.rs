@@ -16,5 +16,5 @@ pub use catalogue::{CATALOGUE, Component, Kind, MetricDef};
 pub use exporter::Exporter;
 pub use trackers::{
     DOWNLOADS, Family, HttpTracker, Outcome, SOURCE_CALLS, Task, Tracked, Tracker, UPLOADS,
-    record_error, record_queue_wait, record_requeue,
+    record_error, record_queue_wait, record_requeue, record_task_outcome,
 };

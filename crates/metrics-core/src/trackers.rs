@@ -26,6 +26,12 @@ pub fn record_requeue(reason: &'static str) {
     counter!(JOBS_REQUEUED_TOTAL, "reason" => reason).increment(1);
 }
 
+/// Counts one ended attempt of `task` without timing it: for an outcome decided after its
+/// tracker is gone (a job whose attempt panicked is recorded as failed).
+pub fn record_task_outcome(task: Task, outcome: Outcome) {
+    counter!(TASKS.total, TASKS.label => task.as_str(), "status" => outcome.as_str()).increment(1);
+}
+
 /// How an operation ended: the `status` label of its `*_total` counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -34,6 +40,9 @@ pub enum Outcome {
     Retried,
     /// Failed for good.
     Failed,
+    /// Stopped without an outcome (the process is shutting down, or lost Redis or Postgres
+    /// mid-job); the job runs again. What a task tracker records when dropped unfinished.
+    Interrupted,
 }
 
 impl Outcome {
@@ -42,6 +51,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Retried => "retried",
             Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -57,6 +67,10 @@ pub struct Family {
     pub in_progress: Option<&'static str>,
     /// Name of the label the tracked subject fills in.
     pub label: &'static str,
+    /// What a tracker dropped without [`Tracker::finish`] records: `Failed` for a download
+    /// or an upload (the operation did not complete), `Interrupted` for a task (it runs
+    /// again; only the job's own outcome is a success or a failure).
+    pub unfinished: Outcome,
     /// Whether `duration` and `in_progress` carry the label too (the original's
     /// `download_duration_seconds` and `downloads_in_progress` do not).
     pub label_everywhere: bool,
@@ -70,6 +84,7 @@ pub static DOWNLOADS: Family = Family {
     in_progress: Some(DOWNLOADS_IN_PROGRESS),
     label: "provider",
     label_everywhere: false,
+    unfinished: Outcome::Failed,
 };
 
 /// `storage_uploads_total{provider, status}`, `storage_upload_duration_seconds{provider}`:
@@ -80,6 +95,7 @@ pub static UPLOADS: Family = Family {
     in_progress: None,
     label: "provider",
     label_everywhere: true,
+    unfinished: Outcome::Failed,
 };
 
 /// `youtube_api_calls_total{operation, status}`, `youtube_api_duration_seconds{operation}`:
@@ -90,6 +106,7 @@ pub static SOURCE_CALLS: Family = Family {
     in_progress: None,
     label: "operation",
     label_everywhere: true,
+    unfinished: Outcome::Failed,
 };
 
 /// `tasks_total{task_name, status}`, `task_duration_seconds{task_name}`,
@@ -100,6 +117,7 @@ pub static TASKS: Family = Family {
     in_progress: Some(TASKS_IN_PROGRESS),
     label: "task_name",
     label_everywhere: true,
+    unfinished: Outcome::Interrupted,
 };
 
 /// A subject whose operations are tracked: its type picks the metric family, so a video
@@ -146,7 +164,7 @@ impl<T: Tracked> Tracker<T> {
         let tracker = Self {
             label: subject.label_value(),
             start: Instant::now(),
-            outcome: Outcome::Failed,
+            outcome: T::FAMILY.unfinished,
             _subject: PhantomData,
         };
         if let Some(g) = T::FAMILY.in_progress {
@@ -371,8 +389,12 @@ mod tests {
         );
     }
 
+    /// A task whose future is dropped (shutdown, apalis restarting its worker after a Redis
+    /// error, a lost Postgres connection) runs again: `interrupted`, never a final `failed`
+    /// (the chaos suite's redis-restart found it counted as failed). A panic unwinds the
+    /// same way; its handler records the final failure with `record_task_outcome`.
     #[test]
-    fn panic_inside_tracked_work_is_a_failure() {
+    fn a_dropped_or_panicking_task_is_interrupted_not_failed() {
         let text = render_with(|| {
             let r = std::panic::catch_unwind(|| {
                 let t = Tracker::start(&Task::ProcessDownload);
@@ -382,6 +404,8 @@ mod tests {
                 t.success();
             });
             assert!(r.is_err());
+            record_task_outcome(Task::ProcessDownload, Outcome::Failed);
+            drop(Tracker::start(&Task::ProcessDownload));
             Tracker::start(&Task::ProcessDownload).finish(Outcome::Retried);
         });
         let task = ("task_name", "process_download");
@@ -390,11 +414,15 @@ mod tests {
             1.0
         );
         assert_eq!(
+            value(&text, TASKS_TOTAL, &[task, ("status", "interrupted")]),
+            2.0
+        );
+        assert_eq!(
             value(&text, TASKS_TOTAL, &[task, ("status", "retried")]),
             1.0
         );
         assert_eq!(value(&text, TASKS_IN_PROGRESS, &[task]), 0.0);
-        assert_eq!(value(&text, "task_duration_seconds_count", &[task]), 2.0);
+        assert_eq!(value(&text, "task_duration_seconds_count", &[task]), 3.0);
         assert!(
             text.contains("# TYPE task_duration_seconds histogram"),
             "{text}"

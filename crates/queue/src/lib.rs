@@ -168,11 +168,23 @@ impl Queue {
     /// Forgets every task apalis has acked as done (payload, metadata, done entry), in
     /// batches of `batch` per script call; returns how many went. Postgres keeps the history.
     pub async fn prune_done(&self, batch: usize) -> redis::RedisResult<u64> {
+        self.prune_set("done", batch).await
+    }
+
+    /// Forgets every task apalis has given up on (`{q}:dead`: a handler error 25 times in a
+    /// row, e.g. through a long Postgres outage), like [`prune_done`](Queue::prune_done).
+    /// Safe whatever the job's state: a job Postgres still holds as queued or retrying is no
+    /// longer in Redis afterwards, so the sweeper pushes it again.
+    pub async fn prune_dead(&self, batch: usize) -> redis::RedisResult<u64> {
+        self.prune_set("dead", batch).await
+    }
+
+    async fn prune_set(&self, set: &str, batch: usize) -> redis::RedisResult<u64> {
         let batch = batch.max(1);
         let mut total = 0u64;
         loop {
             let n: u64 = PRUNE_DONE_SCRIPT
-                .key(self.key("done"))
+                .key(self.key(set))
                 .key(self.key("data"))
                 .arg(self.key("meta:"))
                 .arg(batch)

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use metrics::gauge;
 use metrics_core::catalogue::{
-    QUEUE_LENGTH, STORAGE_FILES, STORAGE_QUOTA_BYTES, STORAGE_USAGE_BYTES, WORKERS_LIVE,
+    JOBS_STALE_SECONDS, QUEUE_LENGTH, STORAGE_FILES, STORAGE_QUOTA_BYTES, STORAGE_USAGE_BYTES,
+    WORKERS_LIVE,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +35,27 @@ pub fn set_queue(queue: &str, s: &QueueStats) {
     gauge!(WORKERS_LIVE, "queue" => queue.to_string()).set(s.workers_live as f64);
 }
 
-/// Refreshes storage gauges every `storage_every` and queue gauges every `queue_every`
+/// Sets `jobs_stale_seconds{status}`: for each live status, the seconds since the least
+/// recently updated job in it last changed (0 when none). One index scan
+/// (`jobs_live_updated_at_idx`).
+pub async fn sample_stale_jobs(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let rows: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT status, EXTRACT(EPOCH FROM now() - min(updated_at))::float8 FROM jobs \
+         WHERE status IN ('queued', 'running', 'retrying') GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await?;
+    for status in ["queued", "running", "retrying"] {
+        let age = rows
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0.0, |(_, a)| a.max(0.0));
+        gauge!(JOBS_STALE_SECONDS, "status" => status).set(age);
+    }
+    Ok(())
+}
+
+/// Refreshes storage and stale-job gauges every `storage_every` and queue gauges every `queue_every`
 /// until `shutdown`. Failures are logged and retried on the next tick.
 pub fn spawn_sampler(
     pool: PgPool,
@@ -63,10 +84,15 @@ pub fn spawn_sampler(
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = storage_tick.tick() => match clipstash_db::usage::storage_usage(&pool).await {
-                    Ok(usage) => set_storage(&usage),
-                    Err(e) => tracing::warn!(error = %e, "refreshing storage gauges"),
-                },
+                _ = storage_tick.tick() => {
+                    match clipstash_db::usage::storage_usage(&pool).await {
+                        Ok(usage) => set_storage(&usage),
+                        Err(e) => tracing::warn!(error = %e, "refreshing storage gauges"),
+                    }
+                    if let Err(e) = sample_stale_jobs(&pool).await {
+                        tracing::warn!(error = %e, "sampling stale jobs");
+                    }
+                }
                 _ = queue_tick.tick() => match queue.stats().await {
                     Ok(stats) => set_queue(queue.name(), &stats),
                     Err(e) => tracing::warn!(error = %e, "sampling queue gauges"),

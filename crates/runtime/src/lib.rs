@@ -4,6 +4,7 @@
 
 pub mod gauges;
 pub mod settings;
+pub mod test_hooks;
 
 use anyhow::Context;
 use clipstash_db::DatabaseArgs;

@@ -4,6 +4,7 @@
 pub mod emulators;
 pub mod gcs_fake;
 pub mod media;
+pub mod own_postgres;
 pub mod procs;
 pub mod prom;
 pub mod receiver;
@@ -17,6 +18,7 @@ use clipstash_queue::RedisArgs;
 use sqlx::PgPool;
 
 pub use media::{MediaServer, media_sha256};
+pub use own_postgres::OwnPostgres;
 
 /// Admin connection used to create per-test databases.
 pub fn admin_url() -> String {
@@ -193,7 +195,16 @@ pub struct OwnRedis {
 impl OwnRedis {
     pub async fn start() -> Self {
         let port = free_port();
-        let child = std::process::Command::new("redis-server")
+        let this = Self {
+            port,
+            child: Self::spawn(port),
+        };
+        this.wait_up().await;
+        this
+    }
+
+    fn spawn(port: u16) -> std::process::Child {
+        std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -206,15 +217,28 @@ impl OwnRedis {
             ])
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server on PATH");
-        let this = Self { port, child };
-        let url = this.url();
+            .expect("redis-server on PATH")
+    }
+
+    async fn wait_up(&self) {
+        let url = self.url();
         wait_for("own redis", Duration::from_secs(10), || {
             let url = url.clone();
             async move { clipstash_queue::connect(&url.into()).await.ok().map(|_| ()) }
         })
         .await;
-        this
+    }
+
+    /// SIGKILL and start again, empty, on the same port: a restart without persistence.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port);
+        self.wait_up().await;
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self) -> String {
@@ -225,6 +249,16 @@ impl OwnRedis {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// SIGSTOP: Redis keeps its connections but answers nothing, as in a long stall.
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT after [`pause`](OwnRedis::pause).
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
     }
 
     /// `FLUSHALL` on this instance only: as if Redis restarted without persistence.
@@ -239,4 +273,14 @@ impl Drop for OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `SIG{name}` to `pid` with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{name} {pid} failed");
 }

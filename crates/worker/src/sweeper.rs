@@ -1,8 +1,8 @@
 //! The sweeper: Postgres says what must run, Redis only carries it. Every
 //! `CLIPSTASH_SWEEP_INTERVAL` each worker
 //!
-//! 1. prunes the tasks apalis acked as done from Redis (payload, metadata, done entry), so
-//!    Redis holds only live jobs;
+//! 1. prunes the tasks apalis acked as done or gave up on (`{q}:dead`) from Redis (payload,
+//!    metadata, set entry), so Redis holds only live jobs;
 //! 2. re-enqueues jobs Postgres holds as `queued`/`retrying` (not updated for
 //!    `CLIPSTASH_SWEEP_GRACE`) or `running` (not updated for the orphan timeout) whose lock no
 //!    live session holds and which Redis no longer holds: lost in a Redis flush or restart,
@@ -50,6 +50,8 @@ pub struct Sweeper {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
     pub pruned: u64,
+    /// Tasks apalis had given up on (`{q}:dead`), forgotten like done ones.
+    pub pruned_dead: u64,
     pub requeued: u64,
     pub orphans: u64,
     pub deleted_rows: u64,
@@ -140,6 +142,7 @@ impl Sweeper {
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport {
             pruned: self.queue.prune_done(PRUNE_BATCH).await?,
+            pruned_dead: self.queue.prune_dead(PRUNE_BATCH).await?,
             ..Default::default()
         };
         // Page through every candidate: after a flush the backlog may be far larger than

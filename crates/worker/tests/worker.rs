@@ -2,7 +2,10 @@
 
 mod common;
 
+use chrono::Utc;
+use clipstash_domain::DownloadJob;
 use std::time::Duration;
+use uuid::Uuid;
 
 use clipstash_testkit::OwnRedis;
 use clipstash_testkit::{MediaServer, media_sha256, wait_for};
@@ -614,4 +617,159 @@ async fn one_sweep_re_enqueues_a_backlog_larger_than_a_page() {
     // Redis holds them all now: the next sweep pushes nothing.
     assert_eq!(sweeper.sweep().await.unwrap().requeued, 0);
     assert_eq!(env.producer.stats().await.unwrap().pending, 1200);
+}
+
+/// apalis puts a task in `{q}:dead` after 25 handler errors in a row (e.g. a long Postgres
+/// outage) and keeps its payload and metadata forever; the sweeper forgets them like done
+/// ones, and a dead job Postgres still holds as queued comes back through the re-enqueue.
+#[tokio::test]
+async fn the_sweeper_prunes_dead_tasks_and_requeues_a_dead_job_postgres_still_wants() {
+    let env = Env::new().await;
+    let finished = env.insert_only("http://127.0.0.1:9/finished").await;
+    let live = env.insert_only("http://127.0.0.1:9/live").await;
+    sqlx::query(
+        "UPDATE jobs SET status = CASE WHEN id = $1 THEN 'failed' ELSE 'queued' END, \
+         updated_at = now() - interval '1 hour' WHERE id = ANY($2)",
+    )
+    .bind(finished)
+    .bind(&[finished, live][..])
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let q = &env.queue.name;
+    let mut conn = env.queue.conn().await;
+    for id in [finished, live] {
+        env.producer
+            .push(&DownloadJob {
+                job_id: id,
+                url: "http://127.0.0.1:9/x".into(),
+                enqueued_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        // As apalis' handle_results leaves a task it gave up on.
+        let _: () = redis::pipe()
+            .cmd("ZREM")
+            .arg(format!("{q}:scheduled"))
+            .arg(id.to_string())
+            .cmd("LREM")
+            .arg(format!("{q}:active"))
+            .arg(0)
+            .arg(id.to_string())
+            .cmd("SADD")
+            .arg(format!("{q}:dead"))
+            .arg(id.to_string())
+            .cmd("HSET")
+            .arg(format!("{q}:meta:{id}"))
+            .arg("status")
+            .arg("Failed")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let s = env.settings();
+    let sweeper = clipstash_worker::sweeper::Sweeper {
+        pool: env.db.pool.clone(),
+        queue: env.producer.clone(),
+        interval: s.sweep_interval,
+        grace: Duration::from_secs(1),
+        orphan_after: s.common.redis.orphan_timeout(),
+        retention: None,
+    };
+    let report = sweeper.sweep().await.unwrap();
+    assert_eq!((report.pruned_dead, report.requeued), (2, 1), "{report:?}");
+    let dead: usize = redis::cmd("SCARD")
+        .arg(format!("{q}:dead"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    let has = |id: Uuid| {
+        let mut conn = conn.clone();
+        let key = format!("{q}:data");
+        async move {
+            let n: usize = redis::cmd("HEXISTS")
+                .arg(key)
+                .arg(id.to_string())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n == 1
+        }
+    };
+    assert!(
+        !has(finished).await,
+        "a finished job's payload stays pruned"
+    );
+    assert!(
+        has(live).await,
+        "the job Postgres still wants is pushed again"
+    );
+    let meta: usize = redis::cmd("EXISTS")
+        .arg(format!("{q}:meta:{finished}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(meta, 0);
+    assert_eq!(env.producer.stats().await.unwrap().pending, 1);
+}
+
+/// apalis drops a running job's future when it restarts its worker after a Redis error. A
+/// drop while the claim's statement is in flight must not leave the job's advisory lock on
+/// a pooled connection: the job would look busy to the reaper forever, stuck `running`
+/// (the chaos suite's redis-restart found one).
+#[tokio::test]
+async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
+    use clipstash_db::transitions;
+    use clipstash_sources::{DirectHttp, EgressPolicy, FetchLimits};
+    let env = Env::new().await;
+    let s = env.settings();
+    // One connection: the claim's, returned to the pool or closed.
+    let pool = clipstash_db::connect(&s.common.database.database_url, 1)
+        .await
+        .unwrap();
+    let ctx = clipstash_worker::JobContext {
+        pool: pool.clone(),
+        storage: clipstash_storage::Storage::from_args(&s.common.storage).unwrap(),
+        direct: DirectHttp::new(
+            FetchLimits {
+                idle_timeout: s.idle_timeout,
+                connect_timeout: s.connect_timeout,
+            },
+            EgressPolicy::new(&s.common.network),
+        )
+        .unwrap(),
+        max_file_bytes: s.max_file_bytes,
+        max_attempts: 4,
+        retry_base: s.retry_base,
+        attempt_timeout: s.attempt_timeout,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    let url = "http://127.0.0.1:9/cut-short";
+    let id = env.insert_only(url).await;
+    // Holding the row makes the claim wait in its UPDATE, after its CTE took the lock.
+    let mut blocker = env.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let job = DownloadJob {
+        job_id: id,
+        url: url.into(),
+        enqueued_at: Utc::now(),
+    };
+    let cut = tokio::time::timeout(Duration::from_millis(500), ctx.process(job)).await;
+    assert!(cut.is_err(), "the claim was to be waiting: {cut:?}");
+    blocker.rollback().await.unwrap();
+    wait_for(
+        "the cut-short claim's lock to go",
+        Duration::from_secs(10),
+        || async {
+            let mut c = env.db.pool.acquire().await.unwrap();
+            (!transitions::is_locked(&mut c, id).await.unwrap()).then_some(())
+        },
+    )
+    .await;
+    pool.close().await;
 }

@@ -292,6 +292,11 @@ pub async fn create_download(
             }
         }
     };
+    // Debug builds only: the chaos suite's crash between the INSERT and the push.
+    clipstash_runtime::test_hooks::crash_if_marked(
+        clipstash_runtime::test_hooks::CRASH_AFTER_INSERT,
+        &job.url,
+    );
     let task = DownloadJob {
         job_id: id,
         url: job.url.clone(),

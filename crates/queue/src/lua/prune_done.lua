@@ -1,6 +1,7 @@
--- Forgets up to ARGV[2] tasks apalis has acked as done: their payload in {q}:data, their
--- {q}:meta:{id} hash and their {q}:done entry. Postgres keeps the job's history.
--- KEYS: {q}:done, {q}:data
+-- Forgets up to ARGV[2] tasks of a finished set (apalis' {q}:done or {q}:dead): their
+-- payload in {q}:data, their {q}:meta:{id} hash and their set entry. Postgres keeps the
+-- job's history (and the sweeper pushes again any job it still holds as live).
+-- KEYS: {q}:done or {q}:dead, {q}:data
 -- ARGV: the meta key prefix "{q}:meta:", the batch size
 local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[2]))
 for _, id in ipairs(ids) do

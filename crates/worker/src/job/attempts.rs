@@ -28,8 +28,9 @@ impl JobContext {
     /// Runs a delivered job to an outcome recorded in Postgres.
     pub async fn process(&self, job: DownloadJob) -> Result<(), Interrupted> {
         let id = job.job_id;
-        let mut conn = self.pool.acquire().await?;
-        let mut attempts = match transitions::claim(&mut conn, id).await? {
+        // Guarded before the claim runs: dropped at any point, the connection is closed.
+        let mut conn = LockedConn::new(self.pool.acquire().await?, id);
+        let mut attempts = match transitions::claim(conn.get(), id).await? {
             Claim::Claimed {
                 attempts,
                 first_start,
@@ -45,14 +46,15 @@ impl JobContext {
             }
             Claim::Busy => {
                 tracing::info!(%id, "already running on another worker; dropping this delivery");
+                conn.unlocked();
                 return Ok(());
             }
             Claim::NotRunnable => {
                 tracing::info!(%id, "cancelled or finished; skipping");
+                conn.unlocked();
                 return Ok(());
             }
         };
-        let mut conn = LockedConn::new(conn, id);
         let source = &self.direct;
         let mut delays = self.backoff();
 
@@ -147,6 +149,11 @@ impl JobContext {
         id: Uuid,
         url: &str,
     ) -> Result<StoredObject, JobError> {
+        // Debug builds only: the chaos suite's poison job.
+        clipstash_runtime::test_hooks::crash_if_marked(
+            clipstash_runtime::test_hooks::CRASH_ON_URL,
+            url,
+        );
         let media = source.open(url).await?;
         ingest(&self.storage, &self.pool, id, media, self.max_file_bytes).await
     }

@@ -14,7 +14,10 @@ pub struct LockedConn {
 }
 
 impl LockedConn {
-    /// Wraps a connection on which [`transitions::claim`] just took `id`'s lock.
+    /// Wraps the connection [`transitions::claim`] is about to run on, before it runs: a
+    /// claim cut short (the job's future dropped while the statement is in flight, as apalis
+    /// does when it restarts its worker after a Redis error) may already hold the lock, and
+    /// a pooled connection must never keep one.
     pub fn new(conn: PoolConnection<Postgres>, id: Uuid) -> Self {
         Self {
             conn: Some(conn),
@@ -29,6 +32,12 @@ impl LockedConn {
     pub async fn release(mut self) -> Result<(), sqlx::Error> {
         let mut conn = self.conn.take().expect("connection held until release");
         transitions::release(&mut conn, self.id).await
+    }
+
+    /// Returns the connection to the pool as it is: only after a claim that completed and
+    /// reported holding no lock (busy elsewhere, or not runnable and already released).
+    pub fn unlocked(mut self) {
+        drop(self.conn.take());
     }
 }
 

@@ -54,6 +54,11 @@ pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), 
             tracing::error!(%id, panic = %what, "job panicked");
             let code = ErrorCode::InternalError;
             code.record();
+            // The attempt's tracker unwound as `interrupted`; this attempt is final.
+            metrics_core::record_task_outcome(
+                metrics_core::Task::ProcessDownload,
+                metrics_core::Outcome::Failed,
+            );
             // The lock connection was closed as the panic unwound; record the failure anew.
             transitions::record_failure(
                 &ctx.pool,
