@@ -34,6 +34,8 @@ pub enum Outcome {
     Retried,
     /// Failed for good.
     Failed,
+    /// Stopped because the client cancelled the job.
+    Cancelled,
 }
 
 impl Outcome {
@@ -42,6 +44,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Retried => "retried",
             Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

@@ -278,7 +278,7 @@ async fn a_job_cancelled_while_waiting_to_retry_stays_cancelled() {
         .await
         .unwrap();
     assert!(
-        matches!(outcome, clipstash_db::DeleteOutcome::Cancelled(_)),
+        matches!(outcome, clipstash_db::DeleteOutcome::Cancelled { .. }),
         "{outcome:?}"
     );
     // Shutting down ends the backoff; the job goes back to the queue, and the next worker

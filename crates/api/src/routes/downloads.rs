@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clipstash_db::jobs::{IdempotencyKey, Inserted};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
-use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, Progress, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
 use metrics_core::Task;
@@ -48,6 +48,33 @@ pub struct JobView {
     pub finished_at: Option<DateTime<Utc>>,
     /// When the stored object was deleted through `DELETE`.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// How far the running attempt has got; null unless the job is running (and in lists).
+    pub progress: Option<ProgressView>,
+}
+
+/// How far a running attempt has got, measured on the media stream whatever the source;
+/// updated a few times a second.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct ProgressView {
+    /// Bytes received so far in this attempt.
+    pub bytes_done: u64,
+    /// The length the source announced; null if it did not.
+    pub bytes_total: Option<u64>,
+    /// Bytes per second over the last few seconds.
+    pub speed_bps: u64,
+    /// Seconds left at that speed; null without a total or while nothing moves.
+    pub eta_s: Option<u64>,
+}
+
+impl From<Progress> for ProgressView {
+    fn from(p: Progress) -> Self {
+        ProgressView {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            speed_bps: p.speed_bps,
+            eta_s: p.eta_s,
+        }
+    }
 }
 
 /// Why the job's last attempt failed.
@@ -86,7 +113,21 @@ impl From<JobRow> for JobView {
             started_at: r.started_at,
             finished_at: r.finished_at,
             deleted_at: r.deleted_at,
+            progress: None,
         }
+    }
+}
+
+impl JobView {
+    /// The view of a job with its live progress when it is running.
+    pub async fn with_progress(job: JobRow, state: &AppState) -> Self {
+        let running = job.status == JobStatus::Running;
+        let id = job.id;
+        let mut view = JobView::from(job);
+        if running {
+            view.progress = state.live.progress(id).await.map(ProgressView::from);
+        }
+        view
     }
 }
 
@@ -319,7 +360,7 @@ pub(crate) fn not_found(id: Uuid) -> ApiError {
     tag = "downloads",
     params(("id" = Uuid, Path, description = "The job's id.")),
     responses(
-        (status = 200, description = "The job.", body = JobView),
+        (status = 200, description = "The job; while it runs, with its `progress`.", body = JobView),
         (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
     ),
@@ -334,7 +375,7 @@ pub async fn get_download(
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(JobView::from(job)))
+    Ok(HttpResponse::Ok().json(JobView::with_progress(job, &state).await))
 }
 
 /// The query of `GET /v1/downloads`.
@@ -421,8 +462,11 @@ pub async fn list_downloads(
     }))
 }
 
-/// `DELETE /v1/downloads/{id}`: cancels a queued or retrying job, or deletes a succeeded job's
-/// stored object; answers the job as it now is (repeating it changes nothing).
+/// `DELETE /v1/downloads/{id}`: cancels a queued, retrying or running job, or deletes a
+/// succeeded job's stored object; answers the job as it now is (repeating it changes nothing).
+///
+/// A running job's worker stops the download within a second of the cancel and discards the
+/// partial upload: nothing is stored or counted.
 #[utoipa::path(
     delete,
     path = "/v1/downloads/{id}",
@@ -432,7 +476,6 @@ pub async fn list_downloads(
         (status = 200, description = "The job after the cancel or delete (unchanged if already done).", body = JobView),
         (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
-        (status = 409, description = "`job_running`: an attempt is under way.", body = ErrorBody),
     ),
 )]
 pub async fn delete_download(
@@ -446,13 +489,16 @@ pub async fn delete_download(
         .map_err(ApiError::database)?
     {
         DeleteOutcome::NotFound => Err(not_found(id)),
-        DeleteOutcome::Running(_) => Err(ApiError::new(
-            ErrorCode::JobRunning,
-            "the job is running; cancel it while it is queued or delete its object once it has succeeded",
-        )),
-        DeleteOutcome::Cancelled(job) | DeleteOutcome::Unchanged(job) => {
+        DeleteOutcome::Cancelled { job, was } => {
+            // The row is the cancel; the message only makes the worker notice at once (it
+            // also checks the rows of its jobs every few seconds).
+            if was != JobStatus::Queued {
+                state.live.publisher.cancel(id);
+            }
+            state.live.publisher.state(id, JobStatus::Cancelled);
             Ok(HttpResponse::Ok().json(JobView::from(job)))
         }
+        DeleteOutcome::Unchanged(job) => Ok(HttpResponse::Ok().json(JobView::from(job))),
         DeleteOutcome::ObjectReleased {
             job,
             provider,
