@@ -120,8 +120,14 @@ impl Sse {
     }
 
     /// The next event as (name, data), skipping keep-alive comments; `None` when the stream
-    /// ends.
+    /// ends. Panics if neither happens within the limit.
     async fn next(&mut self) -> Option<(String, Value)> {
+        tokio::time::timeout(LIMIT, self.next_event())
+            .await
+            .expect("an event or the end within the limit")
+    }
+
+    async fn next_event(&mut self) -> Option<(String, Value)> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
@@ -139,10 +145,7 @@ impl Sse {
                 }
                 continue;
             }
-            let chunk = tokio::time::timeout(LIMIT, self.resp.chunk())
-                .await
-                .expect("the stream sends something within the limit")
-                .unwrap()?;
+            let chunk = self.resp.chunk().await.unwrap()?;
             self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
         }
     }
@@ -264,15 +267,13 @@ async fn streams_are_for_the_jobs_own_key_and_capped_per_key_across_replicas() {
     .await;
     assert_eq!(third.next().await.unwrap().0, "state");
 
-    // Cancelling ends the open streams with the cancelled state.
-    let (code, job) = call(
-        "DELETE",
-        &format!("{}/v1/downloads/{id}", a.base),
-        Some(&alice),
-        None,
-    )
-    .await;
-    assert_eq!((code, &job["status"]), (200, &json!("cancelled")));
+    // The end reaches open streams even with no message at all (no worker here, and the
+    // cancel is written to Postgres only): each stream re-reads its job on a timer.
+    let uuid: Uuid = id.parse().unwrap();
+    assert!(matches!(
+        transitions::delete_job(&env.db.pool, uuid).await.unwrap(),
+        clipstash_db::DeleteOutcome::Cancelled { .. }
+    ));
     for s in [&mut second, &mut third] {
         let (name, data) = s.next().await.unwrap();
         assert_eq!(
@@ -297,6 +298,8 @@ async fn cancelling_a_running_job_stops_the_download_and_keeps_nothing() {
     let mut settings = env.settings();
     // A quota, so the running upload holds a reservation that the cancel must give back.
     settings.common.storage.storage_quota_bytes = 1 << 30;
+    // Far beyond every wait below: only the cancel can end the attempt.
+    settings.attempt_timeout = Duration::from_secs(600);
     let worker = env.start_worker(settings).await;
     let api = api(&env, false, 10).await;
     let media = MediaServer::start().await;
@@ -361,12 +364,15 @@ async fn cancelling_a_running_job_stops_the_download_and_keeps_nothing() {
 #[tokio::test]
 async fn a_cancel_whose_message_was_missed_still_stops_the_job() {
     let env = Env::new().await;
-    let worker = env.start_worker(env.settings()).await;
+    let mut settings = env.settings();
+    settings.attempt_timeout = Duration::from_secs(600);
+    let worker = env.start_worker(settings).await;
     let api = api(&env, false, 10).await;
     let media = MediaServer::start().await;
     let path = "/held/5000000/5/missed/a";
     let id = submit(&api, None, &media.url(path)).await;
     moving(&api, None, &id).await;
+    let mut sse = Sse::open(&api, None, &id).await.unwrap();
     // Cancelled in Postgres only, as if the pub/sub message had been lost.
     let uuid: Uuid = id.parse().unwrap();
     assert!(matches!(
@@ -377,6 +383,15 @@ async fn a_cancel_whose_message_was_missed_still_stops_the_job() {
         (media.sending(path) == 0).then_some(())
     })
     .await;
+    // The stream, with no message either, ends from its own re-read of the row.
+    let last = loop {
+        let (name, data) = sse.next().await.expect("the end state");
+        if name == "state" && data["status"] != "running" {
+            break data;
+        }
+    };
+    assert_eq!(last["status"], "cancelled");
+    assert!(sse.next().await.is_none());
     assert_eq!(
         env.job(uuid).await.status,
         clipstash_domain::JobStatus::Cancelled

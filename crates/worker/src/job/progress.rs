@@ -161,7 +161,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         cancel.cancel();
-        let (e, ended) = waiting.await.unwrap();
+        let (e, ended) = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the cancel ends the wait")
+            .unwrap();
         assert_eq!(e, cancelled());
         assert!(ended, "nothing follows the cancel");
     }
