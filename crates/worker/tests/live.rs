@@ -464,3 +464,57 @@ async fn progress_is_stored_under_the_queue_prefix_and_events_reach_subscribers(
     assert_eq!(events::read_progress(&conn, &names, id).await, None);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn cancelling_a_job_uploading_to_s3_aborts_its_multipart_upload() {
+    use clipstash_testkit::emulators;
+    let env = Env::new().await;
+    let bucket = emulators::unique_bucket();
+    let s3 = emulators::s3_bucket(&bucket).await;
+    let mut settings = env.settings();
+    settings.common.storage.storage = vec![s3.replacen("s3://", "s3=s3://", 1)];
+    settings.attempt_timeout = Duration::from_secs(600);
+    let worker = env.start_worker(settings).await;
+    let api = api(&env, false, 10).await;
+    let media = MediaServer::start().await;
+    let path = "/held/20000000/6/s3cancel/a";
+    let id = submit(&api, None, &media.url(path)).await;
+    moving(&api, None, &id).await;
+    let uploads = || async {
+        reqwest::get(format!("{}/{bucket}?uploads", emulators::moto().endpoint()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
+        uploads().await.contains("<Upload>"),
+        "the upload is under way"
+    );
+
+    let (code, _) = call(
+        "DELETE",
+        &format!("{}/v1/downloads/{id}", api.base),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    wait_for("the multipart upload to be aborted", LIMIT, || async {
+        (!uploads().await.contains("<Upload>")).then_some(())
+    })
+    .await;
+    wait_for("the source connection to close", LIMIT, || async {
+        (media.sending(path) == 0).then_some(())
+    })
+    .await;
+    let key = clipstash_storage::Storage::object_key(id.parse().unwrap());
+    let head = client()
+        .head(format!("{}/{bucket}/{key}", emulators::moto().endpoint()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 404, "no object");
+    worker.shutdown().await;
+}
