@@ -16,6 +16,7 @@ pub enum Rejection {
     Unauthenticated,
     RateLimited,
     TooManyActiveJobs,
+    TooManyStreams,
 }
 
 impl Rejection {
@@ -24,6 +25,7 @@ impl Rejection {
             ErrorCode::Unauthenticated | ErrorCode::InvalidApiKey => Some(Self::Unauthenticated),
             ErrorCode::RateLimited => Some(Self::RateLimited),
             ErrorCode::TooManyActiveJobs => Some(Self::TooManyActiveJobs),
+            ErrorCode::TooManyStreams => Some(Self::TooManyStreams),
             _ => None,
         }
     }
@@ -33,6 +35,7 @@ impl Rejection {
             Self::Unauthenticated => "unauthenticated",
             Self::RateLimited => "rate_limited",
             Self::TooManyActiveJobs => "too_many_active_jobs",
+            Self::TooManyStreams => "too_many_streams",
         }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod middleware;
 pub mod openapi;
 pub mod openapi_page;

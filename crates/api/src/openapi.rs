@@ -18,7 +18,7 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{downloads, files, health, storage};
+use crate::routes::{downloads, events, files, health, storage};
 
 /// The path the document is served at.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -64,6 +64,7 @@ impl ToSchema for Media {
         downloads::list_downloads,
         downloads::get_download,
         downloads::delete_download,
+        events::job_events,
         files::download_file,
         storage::storage,
         health::healthz,
@@ -74,6 +75,7 @@ impl ToSchema for Media {
     components(schemas(
         downloads::JobView,
         downloads::JobErrorView,
+        downloads::ProgressView,
         downloads::JobPage,
         downloads::CreateDownload,
         storage::StorageView,
@@ -159,12 +161,12 @@ impl Modify for V1Access {
         )
         .build();
         let rate_limited = error_response(
-            "The key is over its request rate (`rate_limited`) or, on submit, at its cap of active jobs (`too_many_active_jobs`).",
+            "The key is over its request rate (`rate_limited`), on submit at its cap of active jobs (`too_many_active_jobs`), or on an event stream at its cap of open streams (`too_many_streams`).",
         )
         .header("Retry-After", integer_header("Seconds to wait before retrying."))
         .header(
             "RateLimit-Policy",
-            string_header("The limit that refused the request, e.g. `\"default\";q=120;w=60` (`\"active-jobs\";q=20` for the active-jobs cap)."),
+            string_header("The limit that refused the request, e.g. `\"default\";q=120;w=60` (`\"active-jobs\";q=20` for the active-jobs cap, `\"streams\";q=10` for the stream cap)."),
         )
         .header(
             "RateLimit",

@@ -13,7 +13,8 @@ use metrics_core::Exporter;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Access, AuthMode, KeyCache, RateLimiter};
+use crate::auth::{Access, AuthMode, KeyCache, RateLimiter, StreamLimiter};
+use crate::events::Live;
 use crate::settings::Settings;
 use crate::{MAX_BODY_BYTES, error, middleware, routes};
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub access: Access,
     /// Refuses URLs whose host is a literal forbidden address at submit time.
     pub egress: EgressPolicy,
+    /// Live progress and job events (Redis), for the job view and event streams.
+    pub live: Live,
 }
 
 /// A bound, not yet running API.
@@ -36,6 +39,7 @@ pub struct Application {
     state: web::Data<AppState>,
     exporter: Exporter,
     gauges: GaugeArgs,
+    redis: clipstash_queue::RedisArgs,
 }
 
 impl Application {
@@ -68,16 +72,24 @@ impl Application {
         let access = Access {
             mode: access.auth,
             cache: KeyCache::new(access.auth_cache_ttl),
-            limiter: RateLimiter::new(limiter_conn, &common.redis.queue),
+            limiter: RateLimiter::new(limiter_conn.clone(), &common.redis.queue),
             default_rate_per_minute: access.rate_per_minute,
             default_max_active_jobs: access.max_active_jobs,
+            streams: StreamLimiter::new(limiter_conn, &common.redis.queue),
+            max_streams_per_key: access.max_streams_per_key,
         };
+        // Events: its own connection for progress reads and publishing.
+        let events_conn = clipstash_queue::connect(&common.redis.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        let live = Live::new(events_conn, &common.redis.queue);
         let state = web::Data::new(AppState {
             pool,
             queue,
             storage,
             access,
             egress: EgressPolicy::new(&common.network),
+            live,
         });
 
         let listener = TcpListener::bind(settings.listen)
@@ -149,6 +161,7 @@ impl Application {
             state,
             exporter,
             gauges: settings.common.gauges.clone(),
+            redis: settings.common.redis.clone(),
         })
     }
 
@@ -174,10 +187,14 @@ impl Application {
             self.gauges.queue_refresh,
             background.clone(),
         );
+        let events = tokio::spawn(self.state.live.relay(&self.redis, background.clone()));
         let api_handle = self.server.handle();
         let metrics_handle = self.metrics_server.as_ref().map(Server::handle);
+        let closing = self.state.live.closing.clone();
         let stopper = tokio::spawn(async move {
             shutdown.cancelled().await;
+            // Open event streams end now, so draining does not wait for them.
+            closing.cancel();
             if let Some(h) = metrics_handle {
                 h.stop(true).await;
             }
@@ -190,7 +207,7 @@ impl Application {
         };
         background.cancel();
         stopper.abort();
-        let _ = tokio::join!(upkeep, sampler);
+        let _ = tokio::join!(upkeep, sampler, events);
         self.state.pool.close().await;
         result.context("HTTP server")
     }

@@ -136,6 +136,16 @@ pub async fn get_job(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>, sqlx::Er
     get_job_of(pool, id, Owner::Any).await
 }
 
+/// Which of `ids` are `cancelled`: a worker's periodic check on the jobs it runs, so a
+/// cancel takes effect even when its pub/sub message was missed.
+pub async fn cancelled_among(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND status = $2")
+        .bind(ids)
+        .bind(JobStatus::Cancelled)
+        .fetch_all(pool)
+        .await
+}
+
 /// The job if `owner` may see it: another key's job is `None`, like a missing one.
 pub async fn get_job_of(
     pool: &PgPool,

@@ -208,8 +208,12 @@ pub async fn complete(
 /// What a DELETE did to a job.
 #[derive(Debug)]
 pub enum DeleteOutcome {
-    /// Was queued or retrying: now cancelled, the worker will skip it.
-    Cancelled(JobRow),
+    /// Was queued, retrying or running: now cancelled. The worker skips it, or stops it
+    /// when it notices (`was` tells which state it left).
+    Cancelled {
+        job: JobRow,
+        was: JobStatus,
+    },
     /// Had a stored object: its record and usage are removed; delete `object_key` from
     /// `provider` next.
     ObjectReleased {
@@ -217,16 +221,14 @@ pub enum DeleteOutcome {
         provider: String,
         object_key: String,
     },
-    /// Running right now: nothing changed.
-    Running(JobRow),
     /// Nothing to do (already cancelled, failed, or its object already deleted).
     Unchanged(JobRow),
     NotFound,
 }
 
-/// [`Transition::Cancel`] for a waiting job, or, for a succeeded one, releases its object
-/// from the accounting; in one transaction that locks the row so no worker claims it
-/// meanwhile.
+/// [`Transition::Cancel`] for a queued, retrying or running job (its quota reservation goes
+/// with it), or, for a succeeded one, releases its object from the accounting; in one
+/// transaction that locks the row so no worker claims or completes it meanwhile.
 pub async fn delete_job(pool: &PgPool, id: Uuid) -> Result<DeleteOutcome, sqlx::Error> {
     delete_job_of(pool, id, Owner::Any).await
 }
@@ -252,7 +254,8 @@ pub async fn delete_job_of(
     let outcome = match job.status {
         s if Transition::Cancel.allowed_from(s) => {
             let job = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "UPDATE jobs SET status = $2, finished_at = now(), updated_at = now() \
+                "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $1) \
+                 UPDATE jobs SET status = $2, finished_at = now(), updated_at = now() \
                  WHERE id = $1 RETURNING {JOB_COLUMNS}"
             )))
             .bind(id)
@@ -260,9 +263,8 @@ pub async fn delete_job_of(
             .fetch_one(&mut *tx)
             .await?;
             crate::webhooks::enqueue(&mut tx, id).await?;
-            DeleteOutcome::Cancelled(job)
+            DeleteOutcome::Cancelled { job, was: s }
         }
-        JobStatus::Running => DeleteOutcome::Running(job),
         JobStatus::Succeeded if job.deleted_at.is_none() => {
             let file: Option<(String, String, i64)> = sqlx::query_as(
                 "DELETE FROM stored_files WHERE job_id = $1 RETURNING provider, object_key, size_bytes",

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{ErrorCode, JobStatus, Progress, VideoSource};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 use utoipa::openapi::RefOr;
@@ -78,6 +78,33 @@ pub struct JobView {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Where the job's end is POSTed (signed), if the submit asked for it.
     pub callback_url: Option<String>,
+    /// How far the running attempt has got; null unless the job is running (and in lists).
+    pub progress: Option<ProgressView>,
+}
+
+/// How far a running attempt has got, measured on the media stream whatever the source;
+/// updated a few times a second.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct ProgressView {
+    /// Bytes received so far in this attempt.
+    pub bytes_done: u64,
+    /// The length the source announced; null if it did not.
+    pub bytes_total: Option<u64>,
+    /// Bytes per second over the last few seconds.
+    pub speed_bps: u64,
+    /// Seconds left at that speed; null without a total or while nothing moves.
+    pub eta_s: Option<u64>,
+}
+
+impl From<Progress> for ProgressView {
+    fn from(p: Progress) -> Self {
+        ProgressView {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            speed_bps: p.speed_bps,
+            eta_s: p.eta_s,
+        }
+    }
 }
 
 /// Why the job's last attempt failed.
@@ -117,6 +144,7 @@ impl From<JobRow> for JobView {
             finished_at: r.finished_at,
             deleted_at: r.deleted_at,
             callback_url: r.callback_url,
+            progress: None,
         }
     }
 }

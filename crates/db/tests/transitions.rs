@@ -111,7 +111,7 @@ async fn illegal_transitions_change_nothing() {
     );
     assert!(matches!(
         transitions::delete_job(&db.pool, id).await.unwrap(),
-        clipstash_db::DeleteOutcome::Cancelled(_)
+        clipstash_db::DeleteOutcome::Cancelled { .. }
     ));
     assert_eq!(
         transitions::next_attempt(&mut conn, id).await.unwrap(),
@@ -179,4 +179,57 @@ async fn rebuilding_usage_puts_every_file_in_the_shard_completion_used() {
         ((1..=40).sum(), 40)
     );
     assert_eq!(rows().await, before);
+}
+
+#[tokio::test]
+async fn a_running_job_cancelled_cannot_succeed_or_fail_and_gives_back_its_reservation() {
+    let db = TestDb::new().await;
+    let id = queued(&db).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    transitions::claim(&mut conn, id).await.unwrap();
+    assert!(
+        usage::reserve(&db.pool, id, "local", 1000, 10_000)
+            .await
+            .unwrap()
+    );
+    let outcome = transitions::delete_job(&db.pool, id).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            clipstash_db::DeleteOutcome::Cancelled {
+                was: JobStatus::Running,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let reserved: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM storage_reservations WHERE job_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(reserved, 0, "the cancel gives the space back");
+    // The worker's attempt ends late: neither its success nor its failure overwrites it.
+    assert_eq!(
+        transitions::complete(&mut conn, id, &object(id, 5))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !transitions::record_failure(&mut *conn, id, ErrorCode::Timeout, "late", true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        jobs::cancelled_among(&db.pool, &[id, Uuid::now_v7()])
+            .await
+            .unwrap(),
+        [id]
+    );
+    let job = jobs::get_job(&db.pool, id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled);
+    assert!(job.finished_at.is_some());
+    assert!(usage::storage_usage(&db.pool).await.unwrap().is_empty());
 }

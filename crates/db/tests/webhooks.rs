@@ -22,7 +22,7 @@ async fn cancelled_with_callback(db: &TestDb) -> Uuid {
         .unwrap();
     assert!(matches!(
         transitions::delete_job(&db.pool, id).await.unwrap(),
-        DeleteOutcome::Cancelled(_)
+        DeleteOutcome::Cancelled { .. }
     ));
     id
 }

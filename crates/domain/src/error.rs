@@ -61,6 +61,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     NotFound,
     MethodNotAllowed,
+    /// No longer answered (a running job is cancelled now); kept because codes are never
+    /// removed from the contract.
     JobRunning,
     InvalidIdempotencyKey,
     IdempotencyKeyReused,
@@ -71,6 +73,8 @@ pub enum ErrorCode {
     InvalidApiKey,
     RateLimited,
     TooManyActiveJobs,
+    /// The key has as many event streams open as it may.
+    TooManyStreams,
     FileNotFound,
     RangeNotSatisfiable,
     // API dependency failures.
@@ -125,6 +129,7 @@ impl ErrorCode {
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),
             TooManyActiveJobs => (Validation, 429),
+            TooManyStreams => (Validation, 429),
             FileNotFound => (Validation, 404),
             RangeNotSatisfiable => (Validation, 416),
             DatabaseUnavailable => (Internal, 503),

@@ -10,7 +10,7 @@
 //!    │  ▲ fail(enqueue)│  ▲ │ fail
 //!    │  │            retry │ resume  └────────► failed
 //!    │  │              ▼  │
-//!    │  └─────────── retrying ──► cancelled ◄── cancel (queued)
+//!    │  └─────────── retrying ──► cancelled ◄── cancel (queued, running)
 //! ```
 
 use chrono::{DateTime, Utc};
@@ -48,7 +48,8 @@ pub enum JobStatus {
     Succeeded,
     /// Failed for good: a permanent error, or retries exhausted.
     Failed,
-    /// Cancelled by the client before it ran.
+    /// Cancelled by the client: before it ran, between attempts, or while running (the
+    /// worker then stops the download and discards the partial upload).
     Cancelled,
 }
 
@@ -80,7 +81,8 @@ pub enum Transition {
     Succeed,
     /// Failed for good. From `queued` when the job could not be enqueued.
     Fail,
-    /// The client cancelled a job that is not running.
+    /// The client cancelled the job. A running one is stopped by its worker, which notices
+    /// the row (or the cancel message) and drops the attempt.
     Cancel,
 }
 
@@ -96,7 +98,7 @@ impl Transition {
             Transition::Resume => &[Retrying],
             Transition::Succeed => &[Running, Succeeded],
             Transition::Fail => &[Queued, Running, Retrying],
-            Transition::Cancel => &[Queued, Retrying],
+            Transition::Cancel => &[Queued, Retrying, Running],
         }
     }
 
@@ -180,10 +182,7 @@ mod tests {
         assert!(legal(Retrying, Running));
         assert!(legal(Queued, Failed), "a job that could not be enqueued");
         assert!(legal(Retrying, Cancelled));
-        assert!(
-            !legal(Running, Cancelled),
-            "running jobs are not cancelled yet"
-        );
+        assert!(legal(Running, Cancelled), "a running job is cancelled");
         assert!(!legal(Failed, Running));
         assert!(!legal(Cancelled, Running));
         assert!(!legal(Succeeded, Failed));

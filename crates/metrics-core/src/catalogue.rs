@@ -88,7 +88,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["status", "provider"],
-        help: "Downloads finished, by outcome (success/failed) and video source (direct, youtube).",
+        help: "Downloads finished, by outcome (success/failed/cancelled) and video source (direct, youtube).",
         buckets: &[],
     },
     MetricDef {
@@ -190,7 +190,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["reason"],
-        help: "API requests refused by access control: reason is unauthenticated (no, unknown or revoked key), rate_limited or too_many_active_jobs.",
+        help: "API requests refused by access control: reason is unauthenticated (no, unknown or revoked key), rate_limited, too_many_active_jobs or too_many_streams.",
         buckets: &[],
     },
     MetricDef {
@@ -214,7 +214,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["task_name", "status"],
-        help: "Task attempts ended in this worker: success, failed (final), retried, or interrupted (shutdown or a lost dependency; the job runs again).",
+        help: "Task attempts ended in this worker: success, failed (final), retried, cancelled (by the client), or interrupted (shutdown or a lost dependency; the job runs again).",
         buckets: &[],
     },
     MetricDef {

@@ -43,6 +43,8 @@ pub enum Outcome {
     /// Stopped without an outcome (the process is shutting down, or lost Redis or Postgres
     /// mid-job); the job runs again. What a task tracker records when dropped unfinished.
     Interrupted,
+    /// Stopped because the client cancelled the job.
+    Cancelled,
 }
 
 impl Outcome {
@@ -52,6 +54,7 @@ impl Outcome {
             Outcome::Retried => "retried",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

@@ -11,6 +11,8 @@
 //! `HEXISTS {queue}:data X`, and a second push of a job Redis still holds is a no-op
 //! (apalis' push script sets the payload with `HSETNX`): the sweeper may push freely.
 
+pub mod events;
+
 use std::str::FromStr;
 use std::time::Duration;
 

@@ -52,12 +52,32 @@ pub fn media_sha256(len: u64, seed: u64) -> String {
 }
 
 type Gates = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+type Counts = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Counts a response to `path` as being sent until dropped (sent, or the client left).
+struct Sending(Counts, String);
+
+impl Sending {
+    fn start(counts: &Counts, path: &str) -> Self {
+        *counts.lock().unwrap().entry(path.to_string()).or_insert(0) += 1;
+        Self(counts.clone(), path.to_string())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.lock().unwrap().get_mut(&self.1) {
+            *n -= 1;
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct MediaServer {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, u64>>>,
     gates: Gates,
+    sending: Counts,
 }
 
 /// The gate named `name`, created closed on first use.
@@ -77,16 +97,28 @@ impl MediaServer {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(HashMap::new()));
         let gates = Gates::default();
-        let (h, g) = (hits.clone(), gates.clone());
+        let sending = Counts::default();
+        let (h, g, s) = (hits.clone(), gates.clone(), sending.clone());
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (h, g) = (h.clone(), g.clone());
+                let (h, g, s) = (h.clone(), g.clone(), s.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, h, g).await;
+                    let _ = serve(sock, h, g, s).await;
                 });
             }
         });
-        Self { addr, hits, gates }
+        Self {
+            addr,
+            hits,
+            gates,
+            sending,
+        }
+    }
+
+    /// Responses to `path` being sent right now: a download the client abandoned drops to
+    /// zero once the server notices the closed connection (its next write fails).
+    pub fn sending(&self, path: &str) -> u64 {
+        self.sending.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 
     /// Opens gate `name`: every `/held/.../{name}/...` response, waiting or to come, sends
@@ -112,6 +144,7 @@ async fn serve(
     sock: TcpStream,
     hits: Arc<Mutex<HashMap<String, u64>>>,
     gates: Gates,
+    sending: Counts,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(sock);
     loop {
@@ -144,6 +177,7 @@ async fn serve(
                 .unwrap_or(0)
         };
         let sock = reader.get_mut();
+        let _sending = Sending::start(&sending, &path);
         let keep_alive = match parts.first().copied() {
             Some("media") => send_media(sock, num(1), num(2), Pace::Full).await?,
             Some("held") => {

@@ -56,6 +56,7 @@ pub fn access() -> AccessArgs {
         auth: AuthMode::Required,
         rate_per_minute: 10_000,
         max_active_jobs: 1_000,
+        max_streams_per_key: 10,
         auth_cache_ttl: Duration::from_secs(1),
     }
 }

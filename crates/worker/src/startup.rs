@@ -13,11 +13,12 @@ use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::JobContext;
+use crate::job::{Cancels, JobContext};
 use crate::settings::Settings;
 use crate::supervisor::{supervise, unique_name};
 use crate::sweeper::Sweeper;
 use crate::webhooks::Deliverer;
+use clipstash_queue::events::{EventNames, Publisher};
 
 /// A worker process, built and bound but not yet taking jobs.
 pub struct Worker {
@@ -91,6 +92,12 @@ impl Worker {
         .listen(listener)?
         .run();
 
+        // Its own connection: progress never queues behind the queue's commands.
+        let events_conn = clipstash_queue::connect(&common.redis.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        let events = Publisher::spawn(events_conn, EventNames::new(&common.redis.queue));
+
         let name = unique_name(&settings.worker_name);
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(JobContext {
@@ -102,6 +109,8 @@ impl Worker {
             retry_base: settings.retry_base,
             attempt_timeout: settings.attempt_timeout,
             shutdown,
+            events,
+            cancels: Arc::new(Cancels::default()),
         });
         Ok(Self {
             settings,
@@ -147,6 +156,18 @@ impl Worker {
         }
         .spawn(background.clone());
         let webhooks = self.deliverer.spawn(background.clone());
+        // Cancels of running jobs: the message (fast) and the rows (if a message was missed).
+        let cancel_listener = tokio::spawn(self.ctx.cancels.clone().listen(
+            self.settings.common.redis.redis_url.clone(),
+            EventNames::new(&self.settings.common.redis.queue),
+            background.clone(),
+        ));
+        let cancel_poller = tokio::spawn(
+            self.ctx
+                .cancels
+                .clone()
+                .poll(self.ctx.pool.clone(), background.clone()),
+        );
         let metrics_handle = self.metrics_server.handle();
         let metrics_task = tokio::spawn(self.metrics_server);
         // Jobs see the shutdown too: a job waiting to retry hands itself back at once.
@@ -171,7 +192,15 @@ impl Worker {
         forward.abort();
         background.cancel();
         metrics_handle.stop(true).await;
-        let _ = tokio::join!(upkeep, sampler, sweeper, webhooks, metrics_task);
+        let _ = tokio::join!(
+            upkeep,
+            sampler,
+            sweeper,
+            webhooks,
+            metrics_task,
+            cancel_listener,
+            cancel_poller
+        );
         self.ctx.pool.close().await;
         tracing::info!(worker = %self.name, "stopped");
         Ok(())

@@ -281,7 +281,7 @@ async fn a_job_cancelled_while_waiting_to_retry_stays_cancelled() {
         .await
         .unwrap();
     assert!(
-        matches!(outcome, clipstash_db::DeleteOutcome::Cancelled(_)),
+        matches!(outcome, clipstash_db::DeleteOutcome::Cancelled { .. }),
         "{outcome:?}"
     );
     // Shutting down ends the backoff; the job goes back to the queue, and the next worker
@@ -744,6 +744,13 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
         retry_base: s.retry_base,
         attempt_timeout: s.attempt_timeout,
         shutdown: tokio_util::sync::CancellationToken::new(),
+        events: clipstash_queue::events::Publisher::spawn(
+            clipstash_queue::connect(&s.common.redis.redis_url)
+                .await
+                .unwrap(),
+            clipstash_queue::events::EventNames::new(&s.common.redis.queue),
+        ),
+        cancels: Default::default(),
     };
     let url = "http://127.0.0.1:9/cut-short";
     let id = env.insert_only(url).await;

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod keys;
 pub mod limit;
+pub mod streams;
 
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::AppState;
 use crate::error::ApiError;
 pub use cache::KeyCache;
 pub use limit::RateLimiter;
+pub use streams::StreamLimiter;
 
 /// Whether `/v1` needs a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +57,10 @@ pub struct AccessArgs {
     /// Jobs queued, running or retrying at once per key, for keys created without --max-active (1-100000).
     #[arg(long, env = "CLIPSTASH_MAX_ACTIVE_JOBS", value_name = "CLIPSTASH_MAX_ACTIVE_JOBS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_active_jobs: u32,
+
+    /// Event streams (`GET /v1/downloads/{id}/events`) open at once per key, across all API replicas (1-10000).
+    #[arg(long, env = "CLIPSTASH_MAX_STREAMS_PER_KEY", value_name = "CLIPSTASH_MAX_STREAMS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_streams_per_key: u32,
 
     /// How long a key lookup is cached in this process; a revoked key is refused by every replica within this time (at most 60s).
     #[arg(long, env = "CLIPSTASH_AUTH_CACHE_TTL", value_name = "CLIPSTASH_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_ttl)]
@@ -117,6 +123,9 @@ pub struct Access {
     pub limiter: RateLimiter,
     pub default_rate_per_minute: u32,
     pub default_max_active_jobs: u32,
+    /// Counts open event streams per key.
+    pub streams: StreamLimiter,
+    pub max_streams_per_key: u32,
 }
 
 impl Access {

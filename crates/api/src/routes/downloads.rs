@@ -4,7 +4,7 @@ use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use clipstash_db::jobs::{IdempotencyKey, Inserted};
 use clipstash_db::usage::storage_usage;
-use clipstash_db::{DeleteOutcome, jobs, transitions};
+use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
@@ -26,7 +26,18 @@ pub const MAX_URL_LEN: usize = 2048;
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
-pub use clipstash_db::view::{JobErrorView, JobView};
+pub use clipstash_db::view::{JobErrorView, JobView, ProgressView};
+
+/// The view of a job with its live progress when it is running.
+pub async fn with_progress(job: JobRow, state: &AppState) -> JobView {
+    let running = job.status == JobStatus::Running;
+    let id = job.id;
+    let mut view = JobView::from(job);
+    if running {
+        view.progress = state.live.progress(id).await.map(ProgressView::from);
+    }
+    view
+}
 
 /// The body of `POST /v1/downloads`.
 ///
@@ -361,7 +372,7 @@ pub(crate) fn not_found(id: Uuid) -> ApiError {
     tag = "downloads",
     params(("id" = Uuid, Path, description = "The job's id.")),
     responses(
-        (status = 200, description = "The job.", body = JobView),
+        (status = 200, description = "The job; while it runs, with its `progress`.", body = JobView),
         (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
     ),
@@ -376,7 +387,7 @@ pub async fn get_download(
         .await
         .map_err(ApiError::database)?
         .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(JobView::from(job)))
+    Ok(HttpResponse::Ok().json(with_progress(job, &state).await))
 }
 
 /// The query of `GET /v1/downloads`.
@@ -463,8 +474,11 @@ pub async fn list_downloads(
     }))
 }
 
-/// `DELETE /v1/downloads/{id}`: cancels a queued or retrying job, or deletes a succeeded job's
-/// stored object; answers the job as it now is (repeating it changes nothing).
+/// `DELETE /v1/downloads/{id}`: cancels a queued, retrying or running job, or deletes a
+/// succeeded job's stored object; answers the job as it now is (repeating it changes nothing).
+///
+/// A running job's worker stops the download within a second of the cancel and discards the
+/// partial upload: nothing is stored or counted.
 #[utoipa::path(
     delete,
     path = "/v1/downloads/{id}",
@@ -474,7 +488,6 @@ pub async fn list_downloads(
         (status = 200, description = "The job after the cancel or delete (unchanged if already done).", body = JobView),
         (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
-        (status = 409, description = "`job_running`: an attempt is under way.", body = ErrorBody),
     ),
 )]
 pub async fn delete_download(
@@ -488,13 +501,16 @@ pub async fn delete_download(
         .map_err(ApiError::database)?
     {
         DeleteOutcome::NotFound => Err(not_found(id)),
-        DeleteOutcome::Running(_) => Err(ApiError::new(
-            ErrorCode::JobRunning,
-            "the job is running; cancel it while it is queued or delete its object once it has succeeded",
-        )),
-        DeleteOutcome::Cancelled(job) | DeleteOutcome::Unchanged(job) => {
+        DeleteOutcome::Cancelled { job, was } => {
+            // The row is the cancel; the message only makes the worker notice at once (it
+            // also checks the rows of its jobs every few seconds).
+            if was != JobStatus::Queued {
+                state.live.publisher.cancel(id);
+            }
+            state.live.publisher.state(id, JobStatus::Cancelled);
             Ok(HttpResponse::Ok().json(JobView::from(job)))
         }
+        DeleteOutcome::Unchanged(job) => Ok(HttpResponse::Ok().json(JobView::from(job))),
         DeleteOutcome::ObjectReleased {
             job,
             provider,

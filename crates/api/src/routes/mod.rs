@@ -1,6 +1,7 @@
 //! Route wiring: one file per resource, and the fallbacks.
 
 pub mod downloads;
+pub mod events;
 pub mod fallback;
 pub mod files;
 pub mod health;
@@ -31,6 +32,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(downloads::get_download))
                     .route(web::delete().to(downloads::delete_download))
                     .default_service(web::to(fallback::method_not_allowed("GET, DELETE"))),
+            )
+            .service(
+                web::resource("/downloads/{id}/events")
+                    .route(web::get().to(events::job_events))
+                    .default_service(web::to(fallback::method_not_allowed("GET"))),
             )
             .service(
                 web::resource("/downloads/{id}/file")

@@ -4,16 +4,21 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use clipstash_db::{Claim, transitions};
-use clipstash_domain::{DownloadJob, ErrorCode, JobError, StoredObject};
+use clipstash_db::{Claim, transitions, usage};
+use clipstash_domain::{DownloadJob, ErrorCode, JobError, JobStatus, StoredObject};
 use clipstash_runtime::gauges;
 use clipstash_sources::Source;
 use clipstash_storage::ingest::ingest;
 use metrics_core::{Outcome, Task, Tracker, record_queue_wait};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::JobContext;
 use super::lock::LockedConn;
+use super::progress;
+
+/// How long a cancelled attempt may take to abort its upload cleanly before it is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Why an attempt loop stopped early without an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +60,9 @@ impl JobContext {
                 return Ok(());
             }
         };
+        let registration = self.cancels.register(id);
+        let cancel = registration.token();
+        self.events.state(id, JobStatus::Running);
         let source = &self.direct;
         let mut delays = self.backoff();
 
@@ -67,6 +75,7 @@ impl JobContext {
             );
             e.code.record();
             transitions::record_failure(conn.get(), id, e.code, &e.message, false).await?;
+            self.events.state(id, JobStatus::Failed);
             task.finish(Outcome::Failed);
             conn.release().await?;
             return Ok(());
@@ -76,18 +85,27 @@ impl JobContext {
             let task = Tracker::start(&Task::ProcessDownload);
             let download = Tracker::start(&source.kind());
             tracing::info!(%id, attempt = attempts, "downloading");
-            let result = match tokio::time::timeout(
+            let attempt = tokio::time::timeout(
                 self.attempt_timeout,
-                self.attempt(source, id, &job.url),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(JobError::new(
+                self.attempt(source, id, &job.url, cancel),
+            );
+            // A cancelled attempt ends by itself within moments (its stream errors); one stuck
+            // elsewhere (a hanging abort) is dropped after a grace.
+            let result = tokio::select! {
+                r = attempt => r.unwrap_or_else(|_| Err(JobError::new(
                     ErrorCode::Timeout,
                     format!("attempt took longer than {:?}", self.attempt_timeout),
-                )),
+                ))),
+                _ = async { cancel.cancelled().await; tokio::time::sleep(CANCEL_GRACE).await } => {
+                    Err(progress::cancelled())
+                }
             };
+            if cancel.is_cancelled() {
+                self.discard(id, result.ok()).await;
+                download.finish(Outcome::Cancelled);
+                task.finish(Outcome::Cancelled);
+                break;
+            }
             match result {
                 Ok(object) => {
                     match transitions::complete(conn.get(), id, &object).await? {
@@ -95,10 +113,14 @@ impl JobContext {
                             download.success();
                             task.success();
                             gauges::set_storage(&[usage]);
+                            self.events.state(id, JobStatus::Succeeded);
                             tracing::info!(%id, bytes = object.size_bytes, "stored");
                         }
                         None => {
-                            tracing::warn!(%id, key = object.object_key, "job left the running state during its attempt; its object is an orphan");
+                            // Only a cancel moves a running job away from its worker.
+                            self.discard(id, Some(object)).await;
+                            download.finish(Outcome::Cancelled);
+                            task.finish(Outcome::Cancelled);
                         }
                     }
                     break;
@@ -112,17 +134,23 @@ impl JobContext {
                     if let Some(delay) = delay {
                         transitions::record_failure(conn.get(), id, e.code, &e.message, true)
                             .await?;
+                        self.events.state(id, JobStatus::Retrying);
                         task.finish(Outcome::Retried);
                         tracing::info!(%id, attempt = attempts, code = %e.code, ?delay, "retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
+                            // Cancelled while waiting: the row says so; next_attempt sees it.
+                            _ = cancel.cancelled() => {}
                             _ = self.shutdown.cancelled() => {
                                 conn.release().await?;
                                 return Err(Interrupted::Shutdown);
                             }
                         }
                         match transitions::next_attempt(conn.get(), id).await? {
-                            Some(n) => attempts = n,
+                            Some(n) => {
+                                attempts = n;
+                                self.events.state(id, JobStatus::Running);
+                            }
                             None => {
                                 tracing::info!(%id, "cancelled while waiting to retry");
                                 break;
@@ -131,6 +159,7 @@ impl JobContext {
                     } else {
                         transitions::record_failure(conn.get(), id, e.code, &e.message, false)
                             .await?;
+                        self.events.state(id, JobStatus::Failed);
                         task.finish(Outcome::Failed);
                         tracing::info!(%id, attempt = attempts, code = %e.code, "failed");
                         break;
@@ -142,20 +171,53 @@ impl JobContext {
         Ok(())
     }
 
-    /// One attempt: open the source, stream it through the ingest pipeline.
+    /// One attempt: open the source, stream it through the ingest pipeline, publishing its
+    /// progress; ends at once with an error when `cancel` fires.
     async fn attempt(
         &self,
         source: &impl Source,
         id: Uuid,
         url: &str,
+        cancel: &CancellationToken,
     ) -> Result<StoredObject, JobError> {
         // Debug builds only: the chaos suite's poison job.
         clipstash_runtime::test_hooks::crash_if_marked(
             clipstash_runtime::test_hooks::CRASH_ON_URL,
             url,
         );
-        let media = source.open(url).await?;
-        ingest(&self.storage, &self.pool, id, media, self.max_file_bytes).await
+        let media = tokio::select! {
+            m = source.open(url) => m?,
+            _ = cancel.cancelled() => return Err(progress::cancelled()),
+        };
+        let (media, watch) = progress::watch(media, cancel.clone());
+        let result = tokio::select! {
+            r = ingest(&self.storage, &self.pool, id, media, self.max_file_bytes) => r,
+            never = watch.report(&self.events, id) => match never {},
+        };
+        watch.finish(&self.events, id);
+        result
+    }
+
+    /// After a cancel: nothing of the attempt may stay stored or counted. Gives back its
+    /// quota reservation and deletes an object it finished storing before it noticed.
+    async fn discard(&self, id: Uuid, object: Option<StoredObject>) {
+        tracing::info!(%id, "cancelled; the attempt is stopped and its upload discarded");
+        if let Some(o) = object {
+            match self.storage.provider(o.provider.as_str()) {
+                Some(p) => {
+                    if let Err(e) = p.delete(&o.object_key).await {
+                        tracing::error!(%id, key = o.object_key, error = %e, "deleting the object of a cancelled job; it is an orphan until `storage reconcile --fix`");
+                    }
+                }
+                None => {
+                    tracing::error!(%id, provider = %o.provider.as_str(), "stored on an unknown provider")
+                }
+            }
+        }
+        if let Err(e) = usage::release_reservation(&self.pool, id).await {
+            tracing::warn!(%id, error = %e, "releasing a cancelled job's reservation");
+        }
+        self.events.state(id, JobStatus::Cancelled);
     }
 
     /// Delays between attempts: `retry_base`, doubling, each stretched by up to 100 %

@@ -4,7 +4,9 @@
 //! (Postgres unreachable) is an error, which apalis schedules again.
 
 pub mod attempts;
+pub mod cancel;
 pub mod lock;
+pub mod progress;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -12,7 +14,8 @@ use std::time::Duration;
 
 use apalis::prelude::{BoxDynError, Data};
 use clipstash_db::transitions;
-use clipstash_domain::{DownloadJob, ErrorCode};
+use clipstash_domain::{DownloadJob, ErrorCode, JobStatus};
+use clipstash_queue::events::Publisher;
 use clipstash_sources::DirectHttp;
 use clipstash_storage::Storage;
 use futures_util::FutureExt;
@@ -20,6 +23,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use attempts::Interrupted;
+pub use cancel::Cancels;
 
 /// Everything a job needs; shared by all jobs of a process.
 pub struct JobContext {
@@ -35,6 +39,10 @@ pub struct JobContext {
     pub attempt_timeout: Duration,
     /// Fires on SIGTERM: a job waiting to retry hands itself back instead of sleeping.
     pub shutdown: CancellationToken,
+    /// State changes and progress, for the job view and the API's event streams.
+    pub events: Publisher,
+    /// The running jobs' cancel tokens.
+    pub cancels: Arc<Cancels>,
 }
 
 /// The apalis handler.
@@ -68,6 +76,7 @@ pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), 
                 false,
             )
             .await?;
+            ctx.events.state(id, JobStatus::Failed);
             Ok(())
         }
     }
