@@ -63,6 +63,7 @@ pub const TASKS_ENQUEUED_TOTAL: &str = "tasks_enqueued_total";
 pub const QUEUE_LENGTH: &str = "queue_length";
 pub const WORKERS_LIVE: &str = "workers_live";
 pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
+pub const EGRESS_REFUSED_TOTAL: &str = "egress_refused_total";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -272,6 +273,14 @@ pub static CATALOGUE: &[MetricDef] = &[
         unit: None,
         labels: &["reason"],
         help: "Jobs the sweeper enqueued again because Redis no longer held them: reason not_in_queue (queued or retrying in Postgres) or orphaned (running, its worker gone).",
+        buckets: &[],
+    },
+    MetricDef {
+        name: EGRESS_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["via"],
+        help: "Destinations the egress guard refused (loopback, private, link-local, ... and not allowlisted), by path: direct (the worker's HTTP client, each request and redirect hop) or proxy (the egress proxy yt-dlp goes through, each CONNECT or request).",
         buckets: &[],
     },
 ];

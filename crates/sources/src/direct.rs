@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clipstash_domain::{ErrorCode, JobError, Media, SourceOperation, VideoSource};
 use futures_util::StreamExt;
-use metrics_core::Tracker;
+use metrics_core::{EgressVia, Tracker, record_egress_refused};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
@@ -132,7 +132,9 @@ fn classify_status(status: StatusCode) -> JobError {
     JobError::new(code, format!("source answered HTTP {status}"))
 }
 
+/// A refusal of the egress guard, counted in `egress_refused_total{via="direct"}`.
 fn forbidden(f: &Forbidden) -> JobError {
+    record_egress_refused(EgressVia::Direct);
     JobError::new(ErrorCode::ForbiddenAddress, f.to_string())
 }
 

@@ -1,6 +1,6 @@
 //! Video sources: each turns a URL into a [`Media`] stream for the storage ingest pipeline.
 //! One file per source kind (today [`direct`]); the egress guard every fetch goes through
-//! in [`egress`].
+//! in [`egress`] (its proxy for programs that connect on their own).
 
 pub mod direct;
 pub mod egress;
@@ -10,7 +10,7 @@ use std::future::Future;
 use clipstash_domain::{JobError, Media, VideoSource};
 
 pub use direct::{DirectHttp, FetchLimits};
-pub use egress::{EgressPolicy, NetworkArgs};
+pub use egress::{EgressPolicy, EgressProxy, NetworkArgs, ProxyLimits};
 
 /// A kind of video source.
 pub trait Source {
