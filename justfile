@@ -38,6 +38,9 @@ up: migrate
     just down >/dev/null 2>&1 || true
     # Auth stays on locally, as in production: a fresh key named `local` on every `just up`
     # (the previous one is revoked), kept in .data/api-key for the curl session.
+    # The key that encrypts a download's cookies at rest, shared by the API and the workers:
+    # made once, kept in .data/secret-key.
+    export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     {{bin}}/clipstash-api keys revoke local >/dev/null 2>&1 || true
     (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/api-key)
     {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
@@ -60,6 +63,7 @@ worker:
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{data}}/logs {{data}}/pids {{data}}/prometheus
+    export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     port=9101
     while [ -e {{data}}/pids/worker-$port.pid ] && kill -0 "$(cat {{data}}/pids/worker-$port.pid)" 2>/dev/null; do port=$((port+1)); done
     CLIPSTASH_METRICS_LISTEN=127.0.0.1:$port {{bin}}/clipstash-worker run >{{data}}/logs/worker-$port.log 2>&1 &
@@ -68,6 +72,15 @@ worker:
     targets=$(for f in {{data}}/pids/worker-*.pid; do p=${f##*-}; p=${p%.pid}; kill -0 "$(cat $f)" 2>/dev/null && printf '"127.0.0.1:%s",' "$p"; done)
     echo "[{\"targets\": [${targets%,}], \"labels\": {\"env\": \"local\"}}]" > {{data}}/prometheus/workers.json
     echo "worker started: metrics http://127.0.0.1:$port/metrics, log {{data}}/logs/worker-$port.log"
+
+# Print the local CLIPSTASH_SECRET_KEY, generating .data/secret-key (32 random bytes, base64) the first time
+_secret-key:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    f={{data}}/secret-key
+    mkdir -p {{data}}
+    if [ ! -s "$f" ]; then (umask 077; head -c 32 /dev/urandom | base64 > "$f.tmp" && mv "$f.tmp" "$f"); fi
+    cat "$f"
 
 # Stop everything `just up`, `just worker` and `just monitor` started
 down:

@@ -12,7 +12,7 @@ use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
 use strum::VariantArray;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     Content, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder, schema::SchemaFormat,
@@ -64,6 +64,37 @@ string_enum_schema!(
 );
 string_enum_schema!(JobStatus, "Where a job is in its lifecycle.");
 string_enum_schema!(VideoSource, "Which source handles the URL.");
+
+/// `cookies` of a submit: cookies.txt text or a `{name: value}` object.
+pub struct CookiesSchema;
+
+impl PartialSchema for CookiesSchema {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .max_length(Some(65536))
+                    .description(Some("Netscape `cookies.txt` text: 7 tab-separated fields per cookie line.")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Object))
+                    .additional_properties(Some(
+                        ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
+                    ))
+                    .description(Some("Cookie name: value, for the URL's domain (without `www.`) and its subdomains.")),
+            )
+            .description(Some("Cookies for the site, sent to it by yt-dlp. Secret: encrypted at rest, never returned."))
+            .into()
+    }
+}
+
+impl ToSchema for CookiesSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Cookies")
+    }
+}
 
 /// Stored media: any bytes, in whatever type the job recorded.
 pub struct Media;
@@ -119,6 +150,7 @@ impl ToSchema for Media {
         ErrorDetail,
         ErrorCodeSchema,
         Media,
+        CookiesSchema,
         JobStatusSchema,
         VideoSourceSchema,
     )),

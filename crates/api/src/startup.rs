@@ -7,7 +7,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::{GaugeArgs, gauges};
-use clipstash_sources::EgressPolicy;
+use clipstash_sources::{EgressPolicy, SecretKey};
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use sqlx::PgPool;
@@ -25,6 +25,8 @@ pub struct AppState {
     pub access: Access,
     /// Refuses URLs whose host is a literal forbidden address at submit time.
     pub egress: EgressPolicy,
+    /// Seals a submit's cookies; without it, cookies are refused (`cookies_disabled`).
+    pub secret_key: Option<SecretKey>,
 }
 
 /// A bound, not yet running API.
@@ -78,6 +80,7 @@ impl Application {
             storage,
             access,
             egress: EgressPolicy::new(&common.network),
+            secret_key: common.secrets.secret_key.clone(),
         });
 
         let listener = TcpListener::bind(settings.listen)

@@ -47,6 +47,39 @@ impl Owner {
     }
 }
 
+/// What a new job is made of.
+#[derive(Clone, Copy)]
+pub struct NewJob<'a> {
+    pub id: Uuid,
+    pub url: &'a str,
+    pub source: VideoSource,
+    /// The client's cookies, sealed by the API (`clipstash_sources::cookies`); erased by a
+    /// trigger when the job ends.
+    pub cookies_sealed: Option<&'a [u8]>,
+}
+
+impl<'a> NewJob<'a> {
+    pub fn new(id: Uuid, url: &'a str, source: VideoSource) -> Self {
+        Self {
+            id,
+            url,
+            source,
+            cookies_sealed: None,
+        }
+    }
+}
+
+// Never prints the sealed cookies, not even their length.
+impl std::fmt::Debug for NewJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewJob")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("cookies", &self.cookies_sealed.map(|_| "[SEALED]"))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Inserts a new queued job and returns it.
 pub async fn insert_job(
     pool: &PgPool,
@@ -54,27 +87,43 @@ pub async fn insert_job(
     url: &str,
     source: VideoSource,
 ) -> Result<JobRow, sqlx::Error> {
-    insert(pool, id, url, source, None).await
+    insert(pool, &NewJob::new(id, url, source), None).await
+}
+
+/// [`insert_job`] with everything a job can carry.
+pub async fn insert_new_job(pool: &PgPool, job: &NewJob<'_>) -> Result<JobRow, sqlx::Error> {
+    insert(pool, job, None).await
 }
 
 async fn insert<'e>(
     executor: impl sqlx::PgExecutor<'e>,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     api_key_id: Option<Uuid>,
 ) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id) VALUES ($1, $2, $3, $4, $5) \
-         RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, api_key_id, cookies_sealed) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {JOB_COLUMNS}"
     )))
-    .bind(id)
-    .bind(url)
-    .bind(source)
+    .bind(job.id)
+    .bind(job.url)
+    .bind(job.source)
     .bind(JobStatus::Queued)
     .bind(api_key_id)
+    .bind(job.cookies_sealed)
     .fetch_one(executor)
     .await
+}
+
+/// The sealed cookies of a job that has not ended (the worker opens them for yt-dlp).
+pub async fn sealed_cookies<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT cookies_sealed FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .map(Option::flatten)
 }
 
 /// The job was not inserted: the key already has `active` jobs queued, running or retrying.
@@ -89,9 +138,7 @@ pub struct TooManyActive {
 /// cap cannot be overshot.
 pub async fn insert_job_capped(
     pool: &PgPool,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     api_key_id: Uuid,
     max_active: i64,
 ) -> Result<Result<JobRow, TooManyActive>, sqlx::Error> {
@@ -105,7 +152,7 @@ pub async fn insert_job_capped(
         tx.rollback().await?;
         return Ok(Err(TooManyActive { active }));
     }
-    let job = insert(&mut *tx, id, url, source, Some(api_key_id)).await?;
+    let job = insert(&mut *tx, job, Some(api_key_id)).await?;
     tx.commit().await?;
     Ok(Ok(job))
 }
@@ -201,9 +248,7 @@ pub enum Inserted {
 /// follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
 pub async fn insert_job_idempotent(
     pool: &PgPool,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     key: IdempotencyKey<'_>,
     owner: Option<(Uuid, i64)>,
 ) -> Result<Inserted, sqlx::Error> {
@@ -215,8 +260,8 @@ pub async fn insert_job_idempotent(
         None => None,
     };
     let insert_sql = format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, cookies_sealed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {JOB_COLUMNS}"
     );
@@ -245,13 +290,14 @@ pub async fn insert_job_idempotent(
             return Ok(Inserted::AtCap(TooManyActive { active }));
         }
         let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql))
-            .bind(id)
-            .bind(url)
-            .bind(source)
+            .bind(job.id)
+            .bind(job.url)
+            .bind(job.source)
             .bind(JobStatus::Queued)
             .bind(api_key_id)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(job.cookies_sealed)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -260,13 +306,14 @@ pub async fn insert_job_idempotent(
     // Retention could delete the winner between the two statements: try again then.
     for _ in 0..3 {
         let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql.clone()))
-            .bind(id)
-            .bind(url)
-            .bind(source)
+            .bind(job.id)
+            .bind(job.url)
+            .bind(job.source)
             .bind(JobStatus::Queued)
             .bind(None::<Uuid>)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(job.cookies_sealed)
             .fetch_optional(pool)
             .await?;
         if let Some(row) = created {

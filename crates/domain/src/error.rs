@@ -64,6 +64,10 @@ pub enum ErrorCode {
     JobRunning,
     InvalidIdempotencyKey,
     IdempotencyKeyReused,
+    /// A request with `cookies` to an API without `CLIPSTASH_SECRET_KEY`.
+    CookiesDisabled,
+    /// `cookies` that are neither cookies.txt text nor a `{name: value}` object of cookies.
+    InvalidCookies,
     // Access: no key, an unknown or revoked key, a key over one of its limits.
     Unauthenticated,
     InvalidApiKey,
@@ -118,6 +122,8 @@ impl ErrorCode {
             JobRunning => (Validation, 409),
             InvalidIdempotencyKey => (Validation, 400),
             IdempotencyKeyReused => (Validation, 422),
+            CookiesDisabled => (Validation, 422),
+            InvalidCookies => (Validation, 422),
             Unauthenticated => (Validation, 401),
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),

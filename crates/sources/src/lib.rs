@@ -1,7 +1,9 @@
 //! Video sources: each turns a URL into a [`Media`] stream for the storage ingest pipeline.
 //! One file per source kind (today [`direct`]); the egress guard every fetch goes through
-//! in [`egress`] (its proxy for programs that connect on their own).
+//! in [`egress`] (its proxy for programs that connect on their own); a download's cookies,
+//! sealed at rest, in [`cookies`].
 
+pub mod cookies;
 pub mod direct;
 pub mod egress;
 
@@ -9,6 +11,7 @@ use std::future::Future;
 
 use clipstash_domain::{JobError, Media, VideoSource};
 
+pub use cookies::{SecretArgs, SecretKey};
 pub use direct::{DirectHttp, FetchLimits};
 pub use egress::{EgressPolicy, EgressProxy, NetworkArgs, ProxyLimits};
 

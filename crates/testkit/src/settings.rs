@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clipstash_api::auth::{AccessArgs, AuthMode};
 use clipstash_runtime::{CommonArgs, GaugeArgs};
-use clipstash_sources::NetworkArgs;
 use clipstash_sources::egress::Allowlist;
+use clipstash_sources::{NetworkArgs, SecretArgs, SecretKey};
 use clipstash_storage::{Placement, StorageArgs};
 
 use crate::{TestDb, TestQueue};
@@ -31,8 +31,20 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
             allow_private_networks: true,
             egress_allow: Allowlist::default(),
         },
+        secrets: SecretArgs {
+            secret_key: Some(secret_key()),
+        },
     }
 }
+
+/// The `CLIPSTASH_SECRET_KEY` of test processes: a fixed key, so an API and a worker built
+/// from separate settings share it.
+pub fn secret_key() -> SecretKey {
+    SecretKey::parse(&SECRET_KEY_TEXT.to_string().into()).unwrap()
+}
+
+/// [`secret_key`] as the setting's text (for spawned binaries).
+pub const SECRET_KEY_TEXT: &str = "Y2xpcHN0YXNoLXRlc3Qta2V5LW5vdC1hLXNlY3JldCE=";
 
 /// API settings on a port from the OS, with auth off (suites that are not about access
 /// need no key); [`access`] gives the settings with auth on.

@@ -3,12 +3,14 @@
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
+use clipstash_db::jobs::NewJob;
 use clipstash_db::jobs::{IdempotencyKey, Inserted};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
+use clipstash_sources::cookies::{self, SecretKey};
 use metrics_core::Task;
 use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{ErrorCodeSchema, JobStatusSchema, VideoSourceSchema};
+use crate::openapi::{CookiesSchema, ErrorCodeSchema, JobStatusSchema, VideoSourceSchema};
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -97,6 +99,46 @@ pub struct CreateDownload {
     /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
+    /// Cookies for the site (a signed-in session, for videos that need one): Netscape
+    /// `cookies.txt` text, or a `{name: value}` object for the URL's domain. At most 64 KiB.
+    /// Encrypted at rest, erased when the job ends, never shown by any response. The server
+    /// needs `CLIPSTASH_SECRET_KEY`, else 422 `cookies_disabled`.
+    #[schema(value_type = Option<CookiesSchema>)]
+    #[serde(default)]
+    pub cookies: Option<CookiesField>,
+}
+
+/// `cookies` as the client sent them, any JSON (checked by the handler, so a malformed
+/// value is `invalid_cookies` and no parser message ever quotes it). Never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct CookiesField(serde_json::Value);
+
+impl std::fmt::Debug for CookiesField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Checks `cookies`, turns them into cookies.txt text and seals them for job `id`.
+fn seal_cookies(
+    cookies: Option<&CookiesField>,
+    url: &url::Url,
+    id: Uuid,
+    key: Option<&SecretKey>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(CookiesField(value)) = cookies.filter(|c| !c.0.is_null()) else {
+        return Ok(None);
+    };
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::CookiesDisabled,
+            "this server takes no cookies: it has no CLIPSTASH_SECRET_KEY to encrypt them with",
+        )
+    })?;
+    let text = cookies::normalise(value, url)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidCookies, e.to_string()))?;
+    Ok(Some(key.seal(id, &text)))
 }
 
 /// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length,
@@ -161,10 +203,15 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 /// SHA-256 (hex) of the canonical form of a submit: the normalised URL in a fixed JSON
 /// shape, so whitespace, key order or an equivalent spelling of the URL do not count as
-/// another body.
-fn request_sha256(url: &url::Url) -> String {
+/// another body. Cookies count only as present or not: a hash of secrets is not stored.
+fn request_sha256(url: &url::Url, has_cookies: bool) -> String {
     use sha2::Digest;
-    let canonical = serde_json::json!({ "url": url.as_str() }).to_string();
+    let canonical = if has_cookies {
+        serde_json::json!({ "url": url.as_str(), "cookies": true })
+    } else {
+        serde_json::json!({ "url": url.as_str() })
+    }
+    .to_string();
     hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
@@ -185,7 +232,7 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
         ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\x21-\x7E]+$",
             description = "Makes the submit idempotent per API key: a repeat with the same body answers the first job (200, `Idempotent-Replayed: true`); another body is refused (422 `idempotency_key_reused`). 1-255 visible ASCII characters, sent once."),
     ),
-    request_body(content = CreateDownload, content_type = "application/json", description = "At most 16 KiB."),
+    request_body(content = CreateDownload, content_type = "application/json", description = "At most 96 KiB."),
     responses(
         (status = 202, description = "Recorded and enqueued.", body = JobView,
             headers(("Location" = String, description = "`/v1/downloads/{id}`"))),
@@ -193,9 +240,9 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
             headers(("Location" = String, description = "`/v1/downloads/{id}`"),
                     ("Idempotent-Replayed" = String, description = "`true`"))),
         (status = 400, description = "`invalid_json` (malformed body) or `invalid_idempotency_key`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 16 KiB.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 96 KiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is not `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses), `idempotency_key_reused`, `invalid_cookies` or `cookies_disabled` (cookies sent to a server without `CLIPSTASH_SECRET_KEY`).", body = ErrorBody),
         (status = 503, description = "`database_unavailable` or `queue_unavailable` (the job is then marked failed).", body = ErrorBody),
     ),
 )]
@@ -209,28 +256,33 @@ pub async fn create_download(
     let url = validate_url(&body.url, &state.egress)?;
     let id = Uuid::now_v7();
     let source = VideoSource::for_url(&url);
+    let sealed = seal_cookies(body.cookies.as_ref(), &url, id, state.secret_key.as_ref())?;
+    let new_job = NewJob {
+        cookies_sealed: sealed.as_deref(),
+        ..NewJob::new(id, url.as_str(), source)
+    };
     let owner = match &caller {
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
     let job = match (&idempotency, owner) {
-        (None, None) => jobs::insert_job(&state.pool, id, url.as_str(), source)
+        (None, None) => jobs::insert_new_job(&state.pool, &new_job)
             .await
             .map_err(ApiError::database)?,
         (None, Some((key_id, cap))) => {
-            jobs::insert_job_capped(&state.pool, id, url.as_str(), source, key_id, cap.into())
+            jobs::insert_job_capped(&state.pool, &new_job, key_id, cap.into())
                 .await
                 .map_err(ApiError::database)?
                 .map_err(|_| too_many_active(cap))?
         }
         (Some(key), owner) => {
-            let hash = request_sha256(&url);
+            let hash = request_sha256(&url, sealed.is_some());
             let key = IdempotencyKey {
                 key,
                 request_sha256: &hash,
             };
             let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
-            match jobs::insert_job_idempotent(&state.pool, id, url.as_str(), source, key, owner)
+            match jobs::insert_job_idempotent(&state.pool, &new_job, key, owner)
                 .await
                 .map_err(ApiError::database)?
             {
