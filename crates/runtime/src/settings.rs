@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clipstash_db::DatabaseArgs;
 use clipstash_queue::RedisArgs;
-use clipstash_sources::NetworkArgs;
+use clipstash_sources::{NetworkArgs, YtdlpArgs};
 use clipstash_storage::StorageArgs;
 
 /// Settings for the gauges every process samples from Postgres and Redis.
@@ -34,4 +34,6 @@ pub struct CommonArgs {
     pub gauges: GaugeArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub ytdlp: YtdlpArgs,
 }

@@ -12,6 +12,8 @@
 //! - `/truncated/{bytes}/{seed}/{tag}`: announces `bytes`, sends half, closes
 //! - `/stall/{tag}`: headers and 1 KiB, then nothing until the client leaves
 //! - `/html/{tag}`: a `text/html` page
+//! - `/page/{bytes}/{seed}/{tag}`: a `text/html` page titled `Clip {tag}` embedding
+//!   `<video src="/media/{bytes}/{seed}/{tag}.mp4">` (yt-dlp's generic extractor finds it)
 //! - `/redirect/{host}/{port}/{path...}`: 302 to `http://{host}:{port}/{path...}` (host as
 //!   written: `127.0.0.1`, `localhost`, `2130706433`, ...), for the egress guard's
 //!   redirect checks
@@ -193,6 +195,17 @@ async fn serve(
                     .as_bytes(),
                 )
                 .await?;
+                true
+            }
+            Some("page") => {
+                let tag = parts.get(3).copied().unwrap_or("");
+                let body = format!(
+                    "<!DOCTYPE html><html><head><title>Clip {tag}</title></head><body>\
+                     <video src=\"/media/{}/{}/{tag}.mp4\" controls></video></body></html>",
+                    num(1),
+                    num(2)
+                );
+                sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
                 true
             }
             Some("html") => {
