@@ -43,6 +43,8 @@ up: migrate
     export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     {{bin}}/clipstash-api keys revoke local >/dev/null 2>&1 || true
     (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/api-key)
+    # The pinned yt-dlp (YouTube and other sites; video info), installed once per machine.
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
     echo '[]' > {{data}}/prometheus/workers.json
     just worker >/dev/null
@@ -57,6 +59,7 @@ up: migrate
     echo "  more workers:   just worker;  Prometheus: just monitor;  stop: just down"
     echo "  try:            KEY=\$(cat .data/api-key)"
     echo "                  curl -s -XPOST localhost:8080/v1/downloads -H \"authorization: Bearer \$KEY\" -H 'content-type: application/json' -d '{\"url\":\"https://example.com/video.mp4\"}'"
+    echo "                  curl -s -G localhost:8080/v1/videos/info -H \"authorization: Bearer \$KEY\" --data-urlencode 'url=https://www.youtube.com/shorts/VIDEO_ID'"
 
 # Add one more worker on the next free metrics port (9101, 9102, ...)
 worker:
@@ -66,6 +69,7 @@ worker:
     export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     port=9101
     while [ -e {{data}}/pids/worker-$port.pid ] && kill -0 "$(cat {{data}}/pids/worker-$port.pid)" 2>/dev/null; do port=$((port+1)); done
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     CLIPSTASH_METRICS_LISTEN=127.0.0.1:$port {{bin}}/clipstash-worker run >{{data}}/logs/worker-$port.log 2>&1 &
     echo $! > {{data}}/pids/worker-$port.pid
     # Register the target for `just monitor` (file_sd: Prometheus picks it up without a reload).
@@ -113,6 +117,8 @@ test: services
     deploy/check.sh
     # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
     eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
+    # The pinned yt-dlp the yt-dlp tests run (offline, against a local server).
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     cargo build --workspace --bins
     cargo test --workspace
 

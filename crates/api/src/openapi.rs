@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
-use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{ErrorCode, JobStatus, RequestedSource, VideoSource};
 use strum::VariantArray;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
@@ -20,7 +20,7 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{downloads, files, health, storage};
+use crate::routes::{downloads, files, health, storage, videos};
 
 /// The path the document is served at.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -57,13 +57,22 @@ pub type ErrorCodeSchema = SchemaOf<ErrorCode>;
 pub type JobStatusSchema = SchemaOf<JobStatus>;
 /// `VideoSource`'s schema.
 pub type VideoSourceSchema = SchemaOf<VideoSource>;
+/// `RequestedSource`'s schema.
+pub type RequestedSourceSchema = SchemaOf<RequestedSource>;
 
 string_enum_schema!(
     ErrorCode,
     "A stable, machine-readable error code: new codes may be added, none is ever renamed."
 );
 string_enum_schema!(JobStatus, "Where a job is in its lifecycle.");
-string_enum_schema!(VideoSource, "Which source handles the URL.");
+string_enum_schema!(
+    VideoSource,
+    "The source that runs a job: `direct` (an HTTP media link), `youtube` or `ytdlp` (yt-dlp, for YouTube or any other site)."
+);
+string_enum_schema!(
+    RequestedSource,
+    "The source a submit asks for: `auto` (by host, and a direct link that is a web page goes to yt-dlp), `direct` or `ytdlp`."
+);
 
 /// `cookies` of a submit: cookies.txt text or a `{name: value}` object.
 pub struct CookiesSchema;
@@ -131,6 +140,7 @@ impl ToSchema for Media {
         downloads::delete_download,
         files::download_file,
         storage::storage,
+        videos::video_info,
         health::healthz,
         health::readyz,
         openapi_json,
@@ -141,6 +151,8 @@ impl ToSchema for Media {
         downloads::JobPage,
         downloads::CreateDownload,
         storage::StorageView,
+        videos::VideoInfoView,
+        videos::FormatView,
         storage::ProviderView,
         health::Health,
         health::Ready,
@@ -153,11 +165,13 @@ impl ToSchema for Media {
         CookiesSchema,
         JobStatusSchema,
         VideoSourceSchema,
+        RequestedSourceSchema,
     )),
     modifiers(&V1Access),
     tags(
         (name = "downloads", description = "Download jobs and their files"),
         (name = "storage", description = "Storage providers and their usage"),
+        (name = "videos", description = "What yt-dlp knows about a video"),
         (name = "health", description = "Liveness and readiness (no key)"),
         (name = "meta", description = "This document (no key)"),
     )

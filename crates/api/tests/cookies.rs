@@ -170,9 +170,7 @@ async fn cookies_are_sealed_in_postgres_absent_from_redis_and_never_shown() {
             .open(id.parse().unwrap(), &sealed)
             .expect("sealed for this job");
         assert!(
-            opened
-                .expose_secret()
-                .contains(".youtube.com\tTRUE\t/\t"),
+            opened.expose_secret().contains(".youtube.com\tTRUE\t/\t"),
             "{}",
             opened.expose_secret().len()
         );

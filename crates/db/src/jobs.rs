@@ -1,7 +1,7 @@
 //! Reading and creating job rows.
 
 use chrono::{DateTime, Utc};
-use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{ErrorCode, JobStatus, RequestedSource, VideoSource};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -25,10 +25,43 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The source the submit asked for; `source` is the one that runs.
+    pub requested_source: RequestedSource,
+    pub format: Option<String>,
+    pub max_height: Option<i32>,
+    pub extractor: Option<String>,
+    pub video_id: Option<String>,
+    pub title: Option<String>,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, url, source, status, attempts, provider, object_key, size_bytes, sha256, \
-    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at";
+    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at, \
+    requested_source, format, max_height, extractor, video_id, title";
+
+/// Records the source that runs a job and, for yt-dlp, what it said about the video (`None`
+/// leaves a field as it is).
+pub async fn record_source<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    source: VideoSource,
+    extractor: Option<&str>,
+    video_id: Option<&str>,
+    title: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET source = $2, extractor = COALESCE($3, extractor), \
+         video_id = COALESCE($4, video_id), title = COALESCE($5, title), updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(source)
+    .bind(extractor)
+    .bind(video_id)
+    .bind(title)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
 
 /// Whose jobs a request may see: every job (auth off), or one API key's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +80,31 @@ impl Owner {
     }
 }
 
-/// What a new job is made of.
-#[derive(Clone, Copy)]
+/// A job to insert: its URL and what the submit asked for.
+#[derive(Clone)]
 pub struct NewJob<'a> {
     pub id: Uuid,
     pub url: &'a str,
+    /// The source planned to run (from `requested` and the URL's host).
     pub source: VideoSource,
+    pub requested: RequestedSource,
+    pub format: Option<&'a str>,
+    pub max_height: Option<i32>,
     /// The client's cookies, sealed by the API (`clipstash_sources::cookies`); erased by a
     /// trigger when the job ends.
     pub cookies_sealed: Option<&'a [u8]>,
 }
 
 impl<'a> NewJob<'a> {
+    /// A job with the defaults: `auto`, no format, no height limit, no cookies.
     pub fn new(id: Uuid, url: &'a str, source: VideoSource) -> Self {
         Self {
             id,
             url,
             source,
+            requested: RequestedSource::Auto,
+            format: None,
+            max_height: None,
             cookies_sealed: None,
         }
     }
@@ -75,6 +116,9 @@ impl std::fmt::Debug for NewJob<'_> {
         f.debug_struct("NewJob")
             .field("id", &self.id)
             .field("source", &self.source)
+            .field("requested", &self.requested)
+            .field("format", &self.format)
+            .field("max_height", &self.max_height)
             .field("cookies", &self.cookies_sealed.map(|_| "[SEALED]"))
             .finish_non_exhaustive()
     }
@@ -90,7 +134,7 @@ pub async fn insert_job(
     insert(pool, &NewJob::new(id, url, source), None).await
 }
 
-/// [`insert_job`] with everything a job can carry.
+/// Inserts a new queued job with the submit's options and returns it.
 pub async fn insert_new_job(pool: &PgPool, job: &NewJob<'_>) -> Result<JobRow, sqlx::Error> {
     insert(pool, job, None).await
 }
@@ -101,14 +145,17 @@ async fn insert<'e>(
     api_key_id: Option<Uuid>,
 ) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, cookies_sealed) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, max_height, \
+         cookies_sealed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {JOB_COLUMNS}"
     )))
     .bind(job.id)
     .bind(job.url)
     .bind(job.source)
     .bind(JobStatus::Queued)
     .bind(api_key_id)
+    .bind(job.requested)
+    .bind(job.format)
+    .bind(job.max_height)
     .bind(job.cookies_sealed)
     .fetch_one(executor)
     .await
@@ -152,9 +199,9 @@ pub async fn insert_job_capped(
         tx.rollback().await?;
         return Ok(Err(TooManyActive { active }));
     }
-    let job = insert(&mut *tx, job, Some(api_key_id)).await?;
+    let row = insert(&mut *tx, job, Some(api_key_id)).await?;
     tx.commit().await?;
-    Ok(Ok(job))
+    Ok(Ok(row))
 }
 
 /// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
@@ -260,8 +307,9 @@ pub async fn insert_job_idempotent(
         None => None,
     };
     let insert_sql = format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, cookies_sealed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, \
+         requested_source, format, max_height, cookies_sealed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {JOB_COLUMNS}"
     );
@@ -297,6 +345,9 @@ pub async fn insert_job_idempotent(
             .bind(api_key_id)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(job.requested)
+            .bind(job.format)
+            .bind(job.max_height)
             .bind(job.cookies_sealed)
             .fetch_one(&mut *tx)
             .await?;
@@ -313,6 +364,9 @@ pub async fn insert_job_idempotent(
             .bind(None::<Uuid>)
             .bind(key.key)
             .bind(key.request_sha256)
+            .bind(job.requested)
+            .bind(job.format)
+            .bind(job.max_height)
             .bind(job.cookies_sealed)
             .fetch_optional(pool)
             .await?;

@@ -10,7 +10,7 @@ pub mod media;
 
 pub use error::{ErrorCode, ErrorType, JobError};
 pub use job::{DownloadJob, JobStatus, Transition};
-pub use labels::{SourceOperation, StorageProvider, VideoSource};
+pub use labels::{RequestedSource, SourceOperation, StorageProvider, VideoSource};
 pub use media::{Media, StoredObject};
 
 /// `/v1` routes and jobs are versioned together; bump on a breaking change of either.

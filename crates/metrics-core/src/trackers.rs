@@ -183,6 +183,22 @@ impl<T: Tracked> Tracker<T> {
         self.outcome = outcome;
     }
 
+    /// Records the operation under `subject` instead (a download that turned out to run on
+    /// another source than planned, e.g. a direct link handed to yt-dlp).
+    pub fn relabel(&mut self, subject: &T) {
+        let label = subject.label_value();
+        if label == self.label {
+            return;
+        }
+        if let Some(g) = T::FAMILY.in_progress {
+            gauge!(g, self.scoped_labels()).decrement(1.0);
+            self.label = label;
+            gauge!(g, self.scoped_labels()).increment(1.0);
+        } else {
+            self.label = label;
+        }
+    }
+
     /// Shorthand for `finish(Outcome::Success)`.
     pub fn success(self) {
         self.finish(Outcome::Success)

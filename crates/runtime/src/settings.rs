@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clipstash_db::DatabaseArgs;
 use clipstash_queue::RedisArgs;
-use clipstash_sources::{NetworkArgs, SecretArgs};
+use clipstash_sources::{NetworkArgs, SecretArgs, YtdlpArgs};
 use clipstash_storage::StorageArgs;
 
 /// Settings for the gauges every process samples from Postgres and Redis.
@@ -36,4 +36,6 @@ pub struct CommonArgs {
     pub network: NetworkArgs,
     #[command(flatten)]
     pub secrets: SecretArgs,
+    #[command(flatten)]
+    pub ytdlp: YtdlpArgs,
 }

@@ -3,11 +3,10 @@
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use clipstash_db::jobs::NewJob;
-use clipstash_db::jobs::{IdempotencyKey, Inserted};
+use clipstash_db::jobs::{IdempotencyKey, Inserted, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
-use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, RequestedSource, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
 use clipstash_sources::cookies::{self, SecretKey};
@@ -22,7 +21,9 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::{CookiesSchema, ErrorCodeSchema, JobStatusSchema, VideoSourceSchema};
+use crate::openapi::{
+    CookiesSchema, ErrorCodeSchema, JobStatusSchema, RequestedSourceSchema, VideoSourceSchema,
+};
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -37,8 +38,23 @@ pub struct JobView {
     #[schema(value_type = JobStatusSchema)]
     pub status: JobStatus,
     pub attempts: i32,
+    /// The source that runs (or ran) the job: planned at submit, `ytdlp` once a direct link
+    /// turned out to be a web page handed to yt-dlp.
     #[schema(value_type = VideoSourceSchema)]
     pub source: VideoSource,
+    /// The source the submit asked for.
+    #[schema(value_type = RequestedSourceSchema)]
+    pub requested_source: RequestedSource,
+    /// The yt-dlp format selector the submit gave.
+    pub format: Option<String>,
+    /// The tallest video the submit asked for.
+    pub max_height: Option<i32>,
+    /// yt-dlp's extractor (`youtube`, `generic`, ...), once yt-dlp has run.
+    pub extractor: Option<String>,
+    /// The site's id of the video, once yt-dlp has run.
+    pub video_id: Option<String>,
+    /// The video's title, once yt-dlp has run.
+    pub title: Option<String>,
     pub provider: Option<String>,
     pub object_key: Option<String>,
     pub size_bytes: Option<i64>,
@@ -73,6 +89,12 @@ impl From<JobRow> for JobView {
             status,
             attempts: r.attempts,
             source: r.source,
+            requested_source: r.requested_source,
+            format: r.format,
+            max_height: r.max_height,
+            extractor: r.extractor,
+            video_id: r.video_id,
+            title: r.title,
             provider: r.provider,
             object_key: r.object_key,
             size_bytes: r.size_bytes,
@@ -99,6 +121,20 @@ pub struct CreateDownload {
     /// An absolute http(s) URL with a host and no credentials, at most 2048 characters.
     #[schema(min_length = 1, max_length = 2048)]
     pub url: String,
+    /// `auto` (default): hosts on `CLIPSTASH_YTDLP_HOSTS` (YouTube and other video sites) go
+    /// to yt-dlp, other URLs are fetched directly, and a direct link that answers with a web
+    /// page is handed to yt-dlp. `direct` or `ytdlp` force one.
+    #[serde(default)]
+    #[schema(value_type = Option<RequestedSourceSchema>)]
+    pub source: RequestedSource,
+    /// A yt-dlp format selector (`b`, `18`, `b[ext=mp4]`, `b[height<=720]/b`): letters,
+    /// digits and `_-.,/[]<>=!?*^$~:()`, at most 200 characters. No `+`: merged formats are
+    /// not supported. Default: `b`, the best single file.
+    #[schema(max_length = 200, pattern = r"^[A-Za-z0-9_.,/\[\]<>=!?*^$~:()-]+$")]
+    pub format: Option<String>,
+    /// The tallest video wanted, 144-4320 (yt-dlp sources).
+    #[schema(minimum = 144, maximum = 4320)]
+    pub max_height: Option<i64>,
     /// Cookies for the site (a signed-in session, for videos that need one): Netscape
     /// `cookies.txt` text, or a `{name: value}` object for the URL's domain. At most 64 KiB.
     /// Encrypted at rest, erased when the job ends, never shown by any response. The server
@@ -106,6 +142,54 @@ pub struct CreateDownload {
     #[schema(value_type = Option<CookiesSchema>)]
     #[serde(default)]
     pub cookies: Option<CookiesField>,
+}
+
+/// Longest `format` accepted.
+pub const MAX_FORMAT_LEN: usize = 200;
+/// `max_height` bounds.
+pub const MAX_HEIGHT_RANGE: std::ops::RangeInclusive<i64> = 144..=4320;
+
+/// Checks a yt-dlp format selector: bounded, from a fixed set of characters, and no `+`
+/// (merging needs ffmpeg and a file; the media streams instead). It is passed to yt-dlp as
+/// one argument after `-f`, never through a shell.
+pub fn validate_format(raw: &str) -> Result<String, ApiError> {
+    let invalid = |msg: String| ApiError::new(ErrorCode::InvalidFormat, msg);
+    if raw.is_empty() || raw.len() > MAX_FORMAT_LEN {
+        return Err(invalid(format!(
+            "format must be 1 to {MAX_FORMAT_LEN} characters"
+        )));
+    }
+    if raw.contains('+') {
+        return Err(invalid(
+            "merged formats (`+`) are not supported: choose a single-file format such as `b`"
+                .into(),
+        ));
+    }
+    if let Some(c) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.,/[]<>=!?*^$~:()".contains(*c)))
+    {
+        return Err(invalid(format!(
+            "format may hold letters, digits and _-.,/[]<>=!?*^$~:() only, not {c:?}"
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+/// Checks `max_height`: 144-4320.
+pub fn validate_max_height(h: i64) -> Result<i32, ApiError> {
+    if MAX_HEIGHT_RANGE.contains(&h) {
+        Ok(h as i32)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidMaxHeight,
+            format!(
+                "max_height must be between {} and {}",
+                MAX_HEIGHT_RANGE.start(),
+                MAX_HEIGHT_RANGE.end()
+            ),
+        ))
+    }
 }
 
 /// `cookies` as the client sent them, any JSON (checked by the handler, so a malformed
@@ -204,14 +288,23 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 /// SHA-256 (hex) of the canonical form of a submit: the normalised URL in a fixed JSON
 /// shape, so whitespace, key order or an equivalent spelling of the URL do not count as
 /// another body. Cookies count only as present or not: a hash of secrets is not stored.
-fn request_sha256(url: &url::Url, has_cookies: bool) -> String {
+fn request_sha256(url: &url::Url, job: &NewJob<'_>) -> String {
     use sha2::Digest;
-    let canonical = if has_cookies {
-        serde_json::json!({ "url": url.as_str(), "cookies": true })
-    } else {
-        serde_json::json!({ "url": url.as_str() })
+    let mut canonical = serde_json::json!({ "url": url.as_str() });
+    // Defaults add nothing, so a plain `{url}` hashes as it always did.
+    if job.requested != RequestedSource::Auto {
+        canonical["source"] = job.requested.as_str().into();
     }
-    .to_string();
+    if let Some(f) = job.format {
+        canonical["format"] = f.into();
+    }
+    if let Some(h) = job.max_height {
+        canonical["max_height"] = h.into();
+    }
+    if job.cookies_sealed.is_some() {
+        canonical["cookies"] = true.into();
+    }
+    let canonical = canonical.to_string();
     hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
 }
 
@@ -242,7 +335,7 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
         (status = 400, description = "`invalid_json` (malformed body) or `invalid_idempotency_key`.", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: the body is over 96 KiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is not `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses), `idempotency_key_reused`, `invalid_cookies` or `cookies_disabled` (cookies sent to a server without `CLIPSTASH_SECRET_KEY`).", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url`, `forbidden_address` (an IP literal the egress guard refuses), `invalid_format`, `invalid_max_height`, `idempotency_key_reused`, `invalid_cookies` or `cookies_disabled` (cookies sent to a server without `CLIPSTASH_SECRET_KEY`).", body = ErrorBody),
         (status = 503, description = "`database_unavailable` or `queue_unavailable` (the job is then marked failed).", body = ErrorBody),
     ),
 )]
@@ -254,12 +347,35 @@ pub async fn create_download(
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(&req)?;
     let url = validate_url(&body.url, &state.egress)?;
+    let format = body.format.as_deref().map(validate_format).transpose()?;
+    let max_height = body.max_height.map(validate_max_height).transpose()?;
     let id = Uuid::now_v7();
-    let source = VideoSource::for_url(&url);
+    let source = match body.source {
+        RequestedSource::Direct => VideoSource::Direct,
+        RequestedSource::Auto => state.ytdlp_hosts.route(&url),
+        RequestedSource::Ytdlp => match state.ytdlp_hosts.route(&url) {
+            VideoSource::Youtube => VideoSource::Youtube,
+            _ => VideoSource::Ytdlp,
+        },
+    };
+    if source == VideoSource::Direct
+        && body.source == RequestedSource::Direct
+        && (format.is_some() || max_height.is_some())
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "format and max_height apply to yt-dlp; not with source: direct",
+        ));
+    }
     let sealed = seal_cookies(body.cookies.as_ref(), &url, id, state.secret_key.as_ref())?;
     let new_job = NewJob {
+        id,
+        url: url.as_str(),
+        source,
+        requested: body.source,
+        format: format.as_deref(),
+        max_height,
         cookies_sealed: sealed.as_deref(),
-        ..NewJob::new(id, url.as_str(), source)
     };
     let owner = match &caller {
         Caller::Anonymous => None,
@@ -276,7 +392,7 @@ pub async fn create_download(
                 .map_err(|_| too_many_active(cap))?
         }
         (Some(key), owner) => {
-            let hash = request_sha256(&url, sealed.is_some());
+            let hash = request_sha256(&url, &new_job);
             let key = IdempotencyKey {
                 key,
                 request_sha256: &hash,

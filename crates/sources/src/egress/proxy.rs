@@ -52,8 +52,8 @@ pub const REFUSAL_HEADER: &str = "X-Clipstash-Egress";
 
 /// Whether a client's output (yt-dlp's stderr) reports a refusal of this proxy. yt-dlp
 /// prints the proxy's reason phrase for a refused CONNECT (`Tunnel connection failed: 403
-/// Forbidden (clipstash egress guard: forbidden_address)`) and for a refused plain request
-/// (`HTTP Error 403: Forbidden (clipstash egress guard: forbidden_address)`).
+/// Forbidden (clipstash egress guard: forbidden_address: ...)`) and for a refused plain
+/// request (`HTTP Error 403: Forbidden (clipstash egress guard: forbidden_address: ...)`).
 pub fn is_refusal(output: &str) -> bool {
     output.contains(REFUSAL_MARKER)
 }
@@ -167,25 +167,31 @@ struct Target {
 /// An answer that ends a connection before any byte reaches a destination.
 struct Reject {
     status: u16,
-    reason: &'static str,
+    reason: String,
     body: String,
 }
 
 impl Reject {
-    fn new(status: u16, reason: &'static str, body: impl Into<String>) -> Self {
+    fn new(status: u16, reason: &str, body: impl Into<String>) -> Self {
         Self {
             status,
-            reason,
+            reason: reason.to_string(),
             body: body.into(),
         }
     }
 
+    /// The reason phrase says why too: it is all of the answer yt-dlp prints.
     fn forbidden(f: &Forbidden) -> Self {
-        Self::new(
-            403,
-            "Forbidden (clipstash egress guard: forbidden_address)",
-            format!("{REFUSAL_MARKER}: {f}"),
-        )
+        let why: String = f
+            .to_string()
+            .chars()
+            .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+            .collect();
+        Self {
+            status: 403,
+            reason: format!("Forbidden ({REFUSAL_MARKER}: {why})"),
+            body: format!("{REFUSAL_MARKER}: {why}"),
+        }
     }
 
     fn is_refusal(&self) -> bool {

@@ -4,16 +4,25 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use clipstash_db::{Claim, transitions};
-use clipstash_domain::{DownloadJob, ErrorCode, JobError, StoredObject};
+use clipstash_db::{Claim, JobRow, jobs, transitions};
+use clipstash_domain::{
+    DownloadJob, ErrorCode, JobError, Media, RequestedSource, StoredObject, VideoSource,
+};
 use clipstash_runtime::gauges;
-use clipstash_sources::Source;
+use clipstash_sources::cookies::CookieFile;
+use clipstash_sources::{DownloadOptions, Fetched};
 use clipstash_storage::ingest::ingest;
+use futures_util::StreamExt;
 use metrics_core::{Outcome, Task, Tracker, record_queue_wait};
-use uuid::Uuid;
+use secrecy::SecretString;
 
 use super::JobContext;
 use super::lock::LockedConn;
+
+/// A source that says it is rate-limiting us (HTTP 429, YouTube's "try again later") is
+/// retried this many times later than other transient failures: hammering it prolongs the
+/// limit.
+pub const RATE_LIMITED_BACKOFF_FACTOR: u32 = 30;
 
 /// Why an attempt loop stopped early without an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +62,11 @@ impl JobContext {
             }
         };
         let mut conn = LockedConn::new(conn, id);
-        let source = &self.direct;
+        // What the submit asked for (source, format, height) lives on the row.
+        let Some(spec) = jobs::get_job(&self.pool, id).await? else {
+            conn.release().await?;
+            return Ok(());
+        };
         let mut delays = self.backoff();
 
         if attempts > self.max_attempts {
@@ -72,11 +85,11 @@ impl JobContext {
 
         loop {
             let task = Tracker::start(&Task::ProcessDownload);
-            let download = Tracker::start(&source.kind());
-            tracing::info!(%id, attempt = attempts, "downloading");
+            let mut download = Tracker::start(&spec.source);
+            tracing::info!(%id, attempt = attempts, source = %spec.source, "downloading");
             let result = match tokio::time::timeout(
                 self.attempt_timeout,
-                self.attempt(source, id, &job.url),
+                self.attempt(&spec, &job.url, &mut download),
             )
             .await
             {
@@ -106,7 +119,11 @@ impl JobContext {
                     e.code.record();
                     let delay = delays
                         .next()
-                        .filter(|_| e.code.is_transient() && attempts < self.max_attempts);
+                        .filter(|_| e.code.is_transient() && attempts < self.max_attempts)
+                        .map(|d| match e.code {
+                            ErrorCode::SourceRateLimited => d * RATE_LIMITED_BACKOFF_FACTOR,
+                            _ => d,
+                        });
                     if let Some(delay) = delay {
                         transitions::record_failure(conn.get(), id, e.code, &e.message, true)
                             .await?;
@@ -140,15 +157,127 @@ impl JobContext {
         Ok(())
     }
 
-    /// One attempt: open the source, stream it through the ingest pipeline.
+    /// One attempt: open the source, stream it through the ingest pipeline. A direct link
+    /// of an `auto` job that answers with a web page goes to yt-dlp in the same attempt.
+    /// `download` is relabelled with the source that actually ran.
     async fn attempt(
         &self,
-        source: &impl Source,
-        id: Uuid,
+        spec: &JobRow,
         url: &str,
+        download: &mut Tracker<VideoSource>,
     ) -> Result<StoredObject, JobError> {
-        let media = source.open(url).await?;
+        let id = spec.id;
+        let media = if spec.source.uses_ytdlp() || spec.requested_source == RequestedSource::Ytdlp {
+            self.open_ytdlp(spec, url, download).await?
+        } else {
+            match self.direct.fetch(url).await? {
+                Fetched::Media(media) => media,
+                Fetched::Page { .. } if spec.requested_source == RequestedSource::Auto => {
+                    tracing::info!(%id, "the link is a web page: handing it to yt-dlp");
+                    download.relabel(&VideoSource::Ytdlp);
+                    let opened = self.open_ytdlp(spec, url, download).await;
+                    if opened.is_err() {
+                        // yt-dlp ran (and failed): the job shows it.
+                        jobs::record_source(&self.pool, id, VideoSource::Ytdlp, None, None, None)
+                            .await
+                            .map_err(db_error)?;
+                    }
+                    opened?
+                }
+                Fetched::Page { content_type } => {
+                    return Err(JobError::new(
+                        ErrorCode::UnsupportedContentType,
+                        format!(
+                            "source answered with {content_type}, not media (source: direct; use auto or ytdlp for web pages)"
+                        ),
+                    ));
+                }
+            }
+        };
         ingest(&self.storage, &self.pool, id, media, self.max_file_bytes).await
+    }
+
+    /// Opens `url` with yt-dlp and records what it said about the video on the job.
+    async fn open_ytdlp(
+        &self,
+        spec: &JobRow,
+        url: &str,
+        download: &mut Tracker<VideoSource>,
+    ) -> Result<Media, JobError> {
+        let ytdlp = self.ytdlp.as_ref().ok_or_else(|| {
+            JobError::new(
+                ErrorCode::YtdlpUnavailable,
+                "this URL needs yt-dlp, and this worker runs without it (CLIPSTASH_YTDLP=off)",
+            )
+        })?;
+        let opts = DownloadOptions {
+            format: spec.format.clone(),
+            max_height: spec.max_height.and_then(|h| u32::try_from(h).ok()),
+            max_bytes: Some(self.max_file_bytes),
+        };
+        // Every run goes through the egress proxy (`Ytdlp` adds `--proxy` to each); the
+        // job's cookies, if any, go in a 0600 file in the run's own temp dir.
+        let mut run = ytdlp.download(url, &opts)?;
+        let cookie_file = match self.job_cookies(spec.id).await? {
+            Some(cookies) => {
+                let file = CookieFile::write(run.dir(), &cookies).await.map_err(|e| {
+                    JobError::new(ErrorCode::InternalError, format!("writing cookies: {e}"))
+                })?;
+                run = run.cookies(file.path());
+                Some(file)
+            }
+            None => None,
+        };
+        let mut opened = run.open().await?;
+        if let Some(file) = cookie_file {
+            // The file lives as long as yt-dlp (which writes its cookie jar back at the
+            // end): it goes with the media stream, whatever ends it.
+            let body = std::mem::replace(
+                &mut opened.media.body,
+                futures_util::stream::empty().boxed(),
+            );
+            opened.media.body = body
+                .map(move |chunk| {
+                    let _ = &file;
+                    chunk
+                })
+                .boxed();
+        }
+        download.relabel(&opened.source);
+        let c = &opened.chosen;
+        jobs::record_source(
+            &self.pool,
+            spec.id,
+            opened.source,
+            c.extractor.as_deref(),
+            c.id.as_deref(),
+            c.title.as_deref(),
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(opened.media)
+    }
+
+    /// The job's cookies, opened with this worker's key; `None` when it has none.
+    async fn job_cookies(&self, id: uuid::Uuid) -> Result<Option<SecretString>, JobError> {
+        let Some(sealed) = jobs::sealed_cookies(&self.pool, id).await.map_err(|e| {
+            JobError::new(
+                ErrorCode::StorageError,
+                format!("reading the job's cookies: {e}"),
+            )
+        })?
+        else {
+            return Ok(None);
+        };
+        let key = self.secret_key.as_ref().ok_or_else(|| {
+            JobError::new(
+                ErrorCode::CookiesUnreadable,
+                "the job has cookies and this worker has no CLIPSTASH_SECRET_KEY to open them",
+            )
+        })?;
+        key.open(id, &sealed)
+            .map(Some)
+            .map_err(|e| JobError::new(ErrorCode::CookiesUnreadable, e.to_string()))
     }
 
     /// Delays between attempts: `retry_base`, doubling, each stretched by up to 100 %
@@ -162,4 +291,11 @@ impl JobContext {
             .with_jitter()
             .build()
     }
+}
+
+fn db_error(e: sqlx::Error) -> JobError {
+    JobError::new(
+        ErrorCode::StorageError,
+        format!("recording the source: {e}"),
+    )
 }
