@@ -71,9 +71,11 @@ impl Worker {
                 None
             }
             YtdlpProgram::Program(program) => {
+                // Our watchdog never fires before yt-dlp's own socket timeout would.
+                let quiet = settings.idle_timeout.max(settings.connect_timeout);
                 let limits = YtdlpLimits {
-                    socket_timeout: settings.idle_timeout.max(settings.connect_timeout),
-                    idle_timeout: settings.idle_timeout,
+                    socket_timeout: quiet,
+                    idle_timeout: quiet,
                     wall_timeout: settings.attempt_timeout,
                 };
                 let ytdlp = Ytdlp::probe(program, limits, egress).await?;

@@ -113,7 +113,7 @@ async fn auto_sends_a_web_page_to_ytdlp_in_the_same_attempt_and_direct_refuses_i
     let id = submit(&env, &page, VideoSource::Direct, RequestedSource::Auto).await;
     let job = env.finished(id, LIMIT).await;
     assert_eq!(job.status.as_str(), "succeeded", "{:?}", job.error_message);
-    assert_eq!(job.attempts, 1);
+    assert_eq!(job.attempts, 1, "{:?}", job.error_message);
     assert_eq!(job.source, VideoSource::Ytdlp, "the source that ran");
     assert_eq!(job.requested_source, RequestedSource::Auto);
     assert_eq!(job.extractor.as_deref(), Some("html5"));
@@ -205,17 +205,21 @@ async fn the_worker_exports_the_ytdlp_version() {
     )
     .await
     .unwrap();
-    let text = reqwest::get(format!("http://{}/metrics", worker.metrics_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let url = format!("http://{}/metrics", worker.metrics_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    let text = wait_for("/metrics", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { reqwest::get(url).await.ok()?.text().await.ok() }
+    })
+    .await;
     let version = ytdlp().await.version().to_string();
     assert!(
         text.contains(&format!("ytdlp_info{{version=\"{version}\"}} 1")),
         "{text}"
     );
+    stop.cancel();
+    running.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -482,6 +482,9 @@ impl YtdlpRun {
                 info::CHOSEN_FIELDS
             )
             .into(),
+            // `--print` implies `--quiet`, which would hide notices the classifier needs
+            // (`File is larger than max-filesize`); all of it goes to stderr with `-o -`.
+            "--no-quiet".into(),
         ]);
         if let Some(max) = self.max_bytes {
             args.extend(["--max-filesize".into(), max.to_string().into()]);
