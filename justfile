@@ -38,10 +38,15 @@ up: migrate
     just down >/dev/null 2>&1 || true
     # Auth stays on locally, as in production: a fresh key named `local` on every `just up`
     # (the previous one is revoked), kept in .data/api-key for the curl session.
+    # The key that encrypts a download's cookies at rest, shared by the API and the workers:
+    # made once, kept in .data/secret-key.
+    export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     {{bin}}/clipstash-api keys revoke local >/dev/null 2>&1 || true
     # Line 1 of `keys create` is the key, line 2 its webhook signing secret (docs/ACCESS.md).
     (umask 077; {{bin}}/clipstash-api keys create --name local 2>/dev/null > {{data}}/key.tmp \
       && head -n1 {{data}}/key.tmp > {{data}}/api-key && sed -n 2p {{data}}/key.tmp > {{data}}/webhook-secret; rm -f {{data}}/key.tmp)
+    # The pinned yt-dlp (YouTube and other sites; video info), installed once per machine.
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     {{bin}}/clipstash-api serve >{{data}}/logs/api.log 2>&1 & echo $! > {{data}}/pids/api.pid
     echo '[]' > {{data}}/prometheus/workers.json
     just worker >/dev/null
@@ -56,20 +61,32 @@ up: migrate
     echo "  more workers:   just worker;  Prometheus: just monitor;  stop: just down"
     echo "  try:            KEY=\$(cat .data/api-key)"
     echo "                  curl -s -XPOST localhost:8080/v1/downloads -H \"authorization: Bearer \$KEY\" -H 'content-type: application/json' -d '{\"url\":\"https://example.com/video.mp4\"}'"
+    echo "                  curl -s -G localhost:8080/v1/videos/info -H \"authorization: Bearer \$KEY\" --data-urlencode 'url=https://www.youtube.com/shorts/VIDEO_ID'"
 
 # Add one more worker on the next free metrics port (9101, 9102, ...)
 worker:
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p {{data}}/logs {{data}}/pids {{data}}/prometheus
+    export CLIPSTASH_SECRET_KEY=${CLIPSTASH_SECRET_KEY:-$(just _secret-key)}
     port=9101
     while [ -e {{data}}/pids/worker-$port.pid ] && kill -0 "$(cat {{data}}/pids/worker-$port.pid)" 2>/dev/null; do port=$((port+1)); done
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     CLIPSTASH_METRICS_LISTEN=127.0.0.1:$port {{bin}}/clipstash-worker run >{{data}}/logs/worker-$port.log 2>&1 &
     echo $! > {{data}}/pids/worker-$port.pid
     # Register the target for `just monitor` (file_sd: Prometheus picks it up without a reload).
     targets=$(for f in {{data}}/pids/worker-*.pid; do p=${f##*-}; p=${p%.pid}; kill -0 "$(cat $f)" 2>/dev/null && printf '"127.0.0.1:%s",' "$p"; done)
     echo "[{\"targets\": [${targets%,}], \"labels\": {\"env\": \"local\"}}]" > {{data}}/prometheus/workers.json
     echo "worker started: metrics http://127.0.0.1:$port/metrics, log {{data}}/logs/worker-$port.log"
+
+# Print the local CLIPSTASH_SECRET_KEY, generating .data/secret-key (32 random bytes, base64) the first time
+_secret-key:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    f={{data}}/secret-key
+    mkdir -p {{data}}
+    if [ ! -s "$f" ]; then (umask 077; head -c 32 /dev/urandom | base64 > "$f.tmp" && mv "$f.tmp" "$f"); fi
+    cat "$f"
 
 # Stop everything `just up`, `just worker` and `just monitor` started
 down:
@@ -102,6 +119,8 @@ test: services
     deploy/check.sh
     # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
     eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
+    # The pinned yt-dlp the yt-dlp tests run (offline, against a local server).
+    eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     cargo build --workspace --bins
     cargo test --workspace
     # Schemathesis against an API and a worker of its own (docs/API.md); under 3 minutes.

@@ -20,5 +20,5 @@ pub mod startup;
 pub use settings::{Cli, Command, Settings};
 pub use startup::{AppState, Application};
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Largest accepted request body: room for a submit with 64 KiB of cookies, JSON-escaped.
+pub const MAX_BODY_BYTES: usize = 96 * 1024;

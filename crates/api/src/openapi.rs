@@ -10,7 +10,7 @@ use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     Content, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder, schema::SchemaFormat,
@@ -18,7 +18,7 @@ use utoipa::openapi::{
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{downloads, events, files, health, storage};
+use crate::routes::{downloads, events, files, health, storage, videos};
 
 /// The path the document is served at.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
@@ -29,7 +29,40 @@ pub fn needs_key(path: &str) -> bool {
     path.starts_with("/v1/") && path != OPENAPI_PATH && path != crate::openapi_page::DOCS_PATH
 }
 
-pub use clipstash_db::view::{ErrorCodeSchema, JobStatusSchema, SchemaOf, VideoSourceSchema};
+pub use clipstash_db::view::{
+    ErrorCodeSchema, JobStatusSchema, RequestedSourceSchema, SchemaOf, VideoSourceSchema,
+};
+
+/// `cookies` of a submit: cookies.txt text or a `{name: value}` object.
+pub struct CookiesSchema;
+
+impl PartialSchema for CookiesSchema {
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .max_length(Some(65536))
+                    .description(Some("Netscape `cookies.txt` text: 7 tab-separated fields per cookie line.")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::Object))
+                    .additional_properties(Some(
+                        ObjectBuilder::new().schema_type(SchemaType::Type(Type::String)),
+                    ))
+                    .description(Some("Cookie name: value, for the URL's domain (without `www.`) and its subdomains.")),
+            )
+            .description(Some("Cookies for the site, sent to it by yt-dlp. Secret: encrypted at rest, never returned."))
+            .into()
+    }
+}
+
+impl ToSchema for CookiesSchema {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Cookies")
+    }
+}
 
 /// Stored media: any bytes, in whatever type the job recorded.
 pub struct Media;
@@ -67,6 +100,7 @@ impl ToSchema for Media {
         events::job_events,
         files::download_file,
         storage::storage,
+        videos::video_info,
         health::healthz,
         health::readyz,
         openapi_json,
@@ -79,6 +113,8 @@ impl ToSchema for Media {
         downloads::JobPage,
         downloads::CreateDownload,
         storage::StorageView,
+        videos::VideoInfoView,
+        videos::FormatView,
         storage::ProviderView,
         health::Health,
         health::Ready,
@@ -88,13 +124,16 @@ impl ToSchema for Media {
         ErrorDetail,
         ErrorCodeSchema,
         Media,
+        CookiesSchema,
         JobStatusSchema,
         VideoSourceSchema,
+        RequestedSourceSchema,
     )),
     modifiers(&V1Access),
     tags(
         (name = "downloads", description = "Download jobs and their files"),
         (name = "storage", description = "Storage providers and their usage"),
+        (name = "videos", description = "What yt-dlp knows about a video"),
         (name = "health", description = "Liveness and readiness (no key)"),
         (name = "meta", description = "This document (no key)"),
     )

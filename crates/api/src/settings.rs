@@ -8,6 +8,7 @@ use clipstash_runtime::CommonArgs;
 
 use crate::auth::AccessArgs;
 use crate::auth::keys::KeysCommand;
+use crate::routes::videos::VideoInfoArgs;
 
 /// Command line of `clipstash-api`.
 #[derive(Debug, Parser)]
@@ -62,6 +63,9 @@ pub struct Settings {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub video_info: VideoInfoArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

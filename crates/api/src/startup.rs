@@ -1,13 +1,16 @@
 //! Building and running the API: connect, bind, serve, drain.
 
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::{GaugeArgs, gauges};
-use clipstash_sources::EgressPolicy;
+use clipstash_sources::{
+    EgressPolicy, SecretKey, Ytdlp, YtdlpLimits, YtdlpProgram, ytdlp::YtdlpHosts,
+};
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use sqlx::PgPool;
@@ -28,6 +31,12 @@ pub struct AppState {
     pub egress: EgressPolicy,
     /// Live progress and job events (Redis), for the job view and event streams.
     pub live: Live,
+    /// Seals a submit's cookies; without it, cookies are refused (`cookies_disabled`).
+    pub secret_key: Option<SecretKey>,
+    /// Which hosts `source: auto` sends to yt-dlp.
+    pub ytdlp_hosts: YtdlpHosts,
+    /// `GET /v1/videos/info`: yt-dlp (None when off), its limit and its cache.
+    pub video_info: routes::videos::VideoInfoService,
 }
 
 /// A bound, not yet running API.
@@ -83,12 +92,45 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
         let live = Live::new(events_conn, &common.redis.queue);
+        let egress = EgressPolicy::new(&common.network);
+        let info_args = &settings.video_info;
+        let ytdlp = match &common.ytdlp.ytdlp {
+            YtdlpProgram::Off => {
+                tracing::warn!(
+                    "yt-dlp off (CLIPSTASH_YTDLP=off): GET /v1/videos/info answers ytdlp_unavailable"
+                );
+                None
+            }
+            YtdlpProgram::Program(program) => {
+                let limits = YtdlpLimits {
+                    socket_timeout: info_args.video_info_timeout.min(Duration::from_secs(20)),
+                    idle_timeout: info_args.video_info_timeout,
+                    wall_timeout: info_args.video_info_timeout,
+                };
+                let ytdlp = Ytdlp::probe(program, limits, egress.clone()).await?;
+                tracing::info!(version = ytdlp.version(), program = %program.display(), "yt-dlp ready");
+                exporter.scoped(|| metrics_core::catalogue::record_ytdlp_info(ytdlp.version()));
+                Some(ytdlp)
+            }
+        };
+        let cache_conn = clipstash_queue::connect(&common.redis.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
+        let video_info = routes::videos::VideoInfoService::new(
+            ytdlp,
+            info_args,
+            cache_conn,
+            &common.redis.queue,
+        );
         let state = web::Data::new(AppState {
             pool,
             queue,
             storage,
             access,
-            egress: EgressPolicy::new(&common.network),
+            egress,
+            secret_key: common.secrets.secret_key.clone(),
+            ytdlp_hosts: common.ytdlp.ytdlp_hosts.clone(),
+            video_info,
             live,
         });
 

@@ -192,7 +192,7 @@ async fn bad_input_gets_a_json_error_with_a_stable_code() {
             "invalid_url",
         ),
         (
-            format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(40_000)),
+            format!(r#"{{"url":"https://a.example/{}"}}"#, "a".repeat(200_000)),
             json_ct,
             413,
             "payload_too_large",

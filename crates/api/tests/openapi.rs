@@ -187,8 +187,8 @@ async fn openapi_documents_every_served_operation_and_only_those() {
         }
     }
     // POST/GET /v1/downloads, GET/DELETE /v1/downloads/{id}, GET .../events, GET .../file,
-    // GET /v1/storage, /healthz, /readyz, /v1/openapi.json, /v1/docs.
-    assert_eq!(operations, 11, "{:?}", paths.keys().collect::<Vec<_>>());
+    // GET /v1/storage, GET /v1/videos/info, /healthz, /readyz, /v1/openapi.json, /v1/docs.
+    assert_eq!(operations, 12, "{:?}", paths.keys().collect::<Vec<_>>());
     // A path the document does not list is not served either.
     let r = client
         .get(format!("{}/v1/no-such-route", api.base))

@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// `CLIPSTASH_SECRET_KEY` of the workers (and of the keys made with it).
-const SERVER_KEY: &str = "a test server key, 32 chars or more";
+const SERVER_KEY: &str = clipstash_testkit::settings::SECRET_KEY_TEXT;
 
 struct Env {
     db: TestDb,

@@ -1,7 +1,7 @@
 //! Reading and creating job rows.
 
 use chrono::{DateTime, Utc};
-use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{ErrorCode, JobStatus, RequestedSource, VideoSource};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -25,11 +25,44 @@ pub struct JobRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The source the submit asked for; `source` is the one that runs.
+    pub requested_source: RequestedSource,
+    pub format: Option<String>,
+    pub max_height: Option<i32>,
+    pub extractor: Option<String>,
+    pub video_id: Option<String>,
+    pub title: Option<String>,
     pub callback_url: Option<String>,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, url, source, status, attempts, provider, object_key, size_bytes, sha256, \
-    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at, callback_url";
+    content_type, error_code, error_message, created_at, started_at, finished_at, deleted_at, \
+    requested_source, format, max_height, extractor, video_id, title, callback_url";
+
+/// Records the source that runs a job and, for yt-dlp, what it said about the video (`None`
+/// leaves a field as it is).
+pub async fn record_source<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    source: VideoSource,
+    extractor: Option<&str>,
+    video_id: Option<&str>,
+    title: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE jobs SET source = $2, extractor = COALESCE($3, extractor), \
+         video_id = COALESCE($4, video_id), title = COALESCE($5, title), updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(source)
+    .bind(extractor)
+    .bind(video_id)
+    .bind(title)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
 
 /// Whose jobs a request may see: every job (auth off), or one API key's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +81,54 @@ impl Owner {
     }
 }
 
+/// A job to insert: its URL and what the submit asked for.
+#[derive(Clone)]
+pub struct NewJob<'a> {
+    pub id: Uuid,
+    pub url: &'a str,
+    /// The source planned to run (from `requested` and the URL's host).
+    pub source: VideoSource,
+    pub requested: RequestedSource,
+    pub format: Option<&'a str>,
+    pub max_height: Option<i32>,
+    /// The client's cookies, sealed by the API (`clipstash_sources::cookies`); erased by a
+    /// trigger when the job ends.
+    pub cookies_sealed: Option<&'a [u8]>,
+    /// Where the job's end is POSTed (signed), if anywhere.
+    pub callback_url: Option<&'a str>,
+}
+
+impl<'a> NewJob<'a> {
+    /// A job with the defaults: `auto`, no format, no height limit, no cookies.
+    pub fn new(id: Uuid, url: &'a str, source: VideoSource) -> Self {
+        Self {
+            id,
+            url,
+            source,
+            requested: RequestedSource::Auto,
+            format: None,
+            max_height: None,
+            cookies_sealed: None,
+            callback_url: None,
+        }
+    }
+}
+
+// Never prints the sealed cookies, not even their length.
+impl std::fmt::Debug for NewJob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewJob")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("requested", &self.requested)
+            .field("format", &self.format)
+            .field("max_height", &self.max_height)
+            .field("cookies", &self.cookies_sealed.map(|_| "[SEALED]"))
+            .field("callback_url", &self.callback_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Inserts a new queued job and returns it.
 pub async fn insert_job(
     pool: &PgPool,
@@ -55,29 +136,47 @@ pub async fn insert_job(
     url: &str,
     source: VideoSource,
 ) -> Result<JobRow, sqlx::Error> {
-    insert(pool, id, url, source, None, None).await
+    insert(pool, &NewJob::new(id, url, source), None).await
+}
+
+/// Inserts a new queued job with the submit's options and returns it.
+pub async fn insert_new_job(pool: &PgPool, job: &NewJob<'_>) -> Result<JobRow, sqlx::Error> {
+    insert(pool, job, None).await
 }
 
 async fn insert<'e>(
     executor: impl sqlx::PgExecutor<'e>,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     api_key_id: Option<Uuid>,
-    callback_url: Option<&str>,
 ) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, callback_url) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, max_height, \
+         cookies_sealed, callback_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {JOB_COLUMNS}"
     )))
-    .bind(id)
-    .bind(url)
-    .bind(source)
+    .bind(job.id)
+    .bind(job.url)
+    .bind(job.source)
     .bind(JobStatus::Queued)
     .bind(api_key_id)
-    .bind(callback_url)
+    .bind(job.requested)
+    .bind(job.format)
+    .bind(job.max_height)
+    .bind(job.cookies_sealed)
+    .bind(job.callback_url)
     .fetch_one(executor)
     .await
+}
+
+/// The sealed cookies of a job that has not ended (the worker opens them for yt-dlp).
+pub async fn sealed_cookies<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT cookies_sealed FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(executor)
+        .await
+        .map(Option::flatten)
 }
 
 /// The job was not inserted: the key already has `active` jobs queued, running or retrying.
@@ -89,15 +188,12 @@ pub struct TooManyActive {
 /// Inserts a new queued job owned by `api_key_id` unless that key already has
 /// `max_active` jobs queued, running or retrying. The key's row is locked for the count and
 /// the insert, so concurrent submits of one key (on any replica) are serialised and the
-/// cap cannot be overshot. `callback_url`: where the job's end is POSTed, if anywhere.
+/// cap cannot be overshot.
 pub async fn insert_job_capped(
     pool: &PgPool,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     api_key_id: Uuid,
     max_active: i64,
-    callback_url: Option<&str>,
 ) -> Result<Result<JobRow, TooManyActive>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
@@ -109,9 +205,9 @@ pub async fn insert_job_capped(
         tx.rollback().await?;
         return Ok(Err(TooManyActive { active }));
     }
-    let job = insert(&mut *tx, id, url, source, Some(api_key_id), callback_url).await?;
+    let row = insert(&mut *tx, job, Some(api_key_id)).await?;
     tx.commit().await?;
-    Ok(Ok(job))
+    Ok(Ok(row))
 }
 
 /// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
@@ -215,12 +311,9 @@ pub enum Inserted {
 /// follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
 pub async fn insert_job_idempotent(
     pool: &PgPool,
-    id: Uuid,
-    url: &str,
-    source: VideoSource,
+    job: &NewJob<'_>,
     key: IdempotencyKey<'_>,
     owner: Option<(Uuid, i64)>,
-    callback_url: Option<&str>,
 ) -> Result<Inserted, sqlx::Error> {
     let found_as = |found: Option<JobRowWithHash>| match found {
         Some(f) if f.request_sha256.as_deref() == Some(key.request_sha256) => {
@@ -230,8 +323,9 @@ pub async fn insert_job_idempotent(
         None => None,
     };
     let insert_sql = format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, callback_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO jobs (id, url, source, status, api_key_id, idempotency_key, request_sha256, \
+         requested_source, format, max_height, cookies_sealed, callback_url) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
          RETURNING {JOB_COLUMNS}"
     );
@@ -260,14 +354,18 @@ pub async fn insert_job_idempotent(
             return Ok(Inserted::AtCap(TooManyActive { active }));
         }
         let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql))
-            .bind(id)
-            .bind(url)
-            .bind(source)
+            .bind(job.id)
+            .bind(job.url)
+            .bind(job.source)
             .bind(JobStatus::Queued)
             .bind(api_key_id)
             .bind(key.key)
             .bind(key.request_sha256)
-            .bind(callback_url)
+            .bind(job.requested)
+            .bind(job.format)
+            .bind(job.max_height)
+            .bind(job.cookies_sealed)
+            .bind(job.callback_url)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -276,14 +374,18 @@ pub async fn insert_job_idempotent(
     // Retention could delete the winner between the two statements: try again then.
     for _ in 0..3 {
         let created: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(insert_sql.clone()))
-            .bind(id)
-            .bind(url)
-            .bind(source)
+            .bind(job.id)
+            .bind(job.url)
+            .bind(job.source)
             .bind(JobStatus::Queued)
             .bind(None::<Uuid>)
             .bind(key.key)
             .bind(key.request_sha256)
-            .bind(callback_url)
+            .bind(job.requested)
+            .bind(job.format)
+            .bind(job.max_height)
+            .bind(job.cookies_sealed)
+            .bind(job.callback_url)
             .fetch_optional(pool)
             .await?;
         if let Some(row) = created {

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use clipstash_domain::{ErrorCode, JobStatus, Progress, VideoSource};
+use clipstash_domain::{ErrorCode, JobStatus, Progress, RequestedSource, VideoSource};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 use utoipa::openapi::RefOr;
@@ -47,13 +47,22 @@ pub type ErrorCodeSchema = SchemaOf<ErrorCode>;
 pub type JobStatusSchema = SchemaOf<JobStatus>;
 /// `VideoSource`'s schema.
 pub type VideoSourceSchema = SchemaOf<VideoSource>;
+/// `RequestedSource`'s schema.
+pub type RequestedSourceSchema = SchemaOf<RequestedSource>;
 
 string_enum_schema!(
     ErrorCode,
     "A stable, machine-readable error code: new codes may be added, none is ever renamed."
 );
 string_enum_schema!(JobStatus, "Where a job is in its lifecycle.");
-string_enum_schema!(VideoSource, "Which source handles the URL.");
+string_enum_schema!(
+    VideoSource,
+    "The source that runs a job: `direct` (an HTTP media link), `youtube` or `ytdlp` (yt-dlp, for YouTube or any other site)."
+);
+string_enum_schema!(
+    RequestedSource,
+    "The source a submit asks for: `auto` (by host, and a direct link that is a web page goes to yt-dlp), `direct` or `ytdlp`."
+);
 
 /// A job as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -63,8 +72,23 @@ pub struct JobView {
     #[schema(value_type = JobStatusSchema)]
     pub status: JobStatus,
     pub attempts: i32,
+    /// The source that runs (or ran) the job: planned at submit, `ytdlp` once a direct link
+    /// turned out to be a web page handed to yt-dlp.
     #[schema(value_type = VideoSourceSchema)]
     pub source: VideoSource,
+    /// The source the submit asked for.
+    #[schema(value_type = RequestedSourceSchema)]
+    pub requested_source: RequestedSource,
+    /// The yt-dlp format selector the submit gave.
+    pub format: Option<String>,
+    /// The tallest video the submit asked for.
+    pub max_height: Option<i32>,
+    /// yt-dlp's extractor (`youtube`, `generic`, ...), once yt-dlp has run.
+    pub extractor: Option<String>,
+    /// The site's id of the video, once yt-dlp has run.
+    pub video_id: Option<String>,
+    /// The video's title, once yt-dlp has run.
+    pub title: Option<String>,
     pub provider: Option<String>,
     pub object_key: Option<String>,
     pub size_bytes: Option<i64>,
@@ -128,6 +152,12 @@ impl From<JobRow> for JobView {
             status,
             attempts: r.attempts,
             source: r.source,
+            requested_source: r.requested_source,
+            format: r.format,
+            max_height: r.max_height,
+            extractor: r.extractor,
+            video_id: r.video_id,
+            title: r.title,
             provider: r.provider,
             object_key: r.object_key,
             size_bytes: r.size_bytes,

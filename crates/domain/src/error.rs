@@ -68,6 +68,14 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A `callback_url` from a key with no webhook signing secret (or with auth off).
     WebhookSecretMissing,
+    /// A request with `cookies` to an API without `CLIPSTASH_SECRET_KEY`.
+    CookiesDisabled,
+    /// `cookies` that are neither cookies.txt text nor a `{name: value}` object of cookies.
+    InvalidCookies,
+    /// `format` of a submit is not a yt-dlp format selector we accept.
+    InvalidFormat,
+    /// `max_height` of a submit is outside 144-4320.
+    InvalidMaxHeight,
     // Access: no key, an unknown or revoked key, a key over one of its limits.
     Unauthenticated,
     InvalidApiKey,
@@ -97,10 +105,31 @@ pub enum ErrorCode {
     /// The egress guard refused the destination (a loopback, private, link-local, ...
     /// address): answered at submit time for an IP literal, or failing the job at fetch.
     ForbiddenAddress,
+    /// A job's sealed cookies do not open in the worker: it has no `CLIPSTASH_SECRET_KEY`,
+    /// or another one than the API that sealed them.
+    CookiesUnreadable,
     FileTooLarge,
     StorageError,
     StorageFull,
     RedeliveryLimit,
+    // yt-dlp's verdicts, classified from its `ERROR:` lines (crates/sources/src/ytdlp/classify.rs).
+    /// No extractor takes the URL, or the page holds no video.
+    UnsupportedUrl,
+    /// The video was removed, never existed, or is not (yet) playable.
+    VideoUnavailable,
+    PrivateVideo,
+    AgeRestricted,
+    /// Not available from the worker's location.
+    GeoBlocked,
+    /// The site wants a signed-in session (cookies), including YouTube's
+    /// "confirm you're not a bot" check.
+    LoginRequired,
+    /// The requested format (or `max_height`) matches none the video has.
+    FormatUnavailable,
+    /// The job needs yt-dlp and this process runs without it (`CLIPSTASH_YTDLP=off`).
+    YtdlpUnavailable,
+    /// yt-dlp failed in a way no other code describes; its last `ERROR:` line is the message.
+    YtdlpFailed,
 }
 
 impl ErrorCode {
@@ -125,6 +154,10 @@ impl ErrorCode {
             InvalidIdempotencyKey => (Validation, 400),
             IdempotencyKeyReused => (Validation, 422),
             WebhookSecretMissing => (Validation, 422),
+            CookiesDisabled => (Validation, 422),
+            InvalidCookies => (Validation, 422),
+            InvalidFormat => (Validation, 422),
+            InvalidMaxHeight => (Validation, 422),
             Unauthenticated => (Validation, 401),
             InvalidApiKey => (Validation, 401),
             RateLimited => (Validation, 429),
@@ -147,10 +180,20 @@ impl ErrorCode {
             TooManyRedirects => (Permanent, 502),
             UnsupportedContentType => (Permanent, 422),
             ForbiddenAddress => (Permanent, 422),
+            CookiesUnreadable => (Permanent, 500),
             FileTooLarge => (Permanent, 413),
             StorageError => (Transient, 503),
             StorageFull => (Transient, 507),
             RedeliveryLimit => (Permanent, 500),
+            UnsupportedUrl => (Permanent, 422),
+            VideoUnavailable => (Permanent, 404),
+            PrivateVideo => (Permanent, 403),
+            AgeRestricted => (Permanent, 403),
+            GeoBlocked => (Permanent, 451),
+            LoginRequired => (Permanent, 403),
+            FormatUnavailable => (Permanent, 422),
+            YtdlpUnavailable => (Permanent, 503),
+            YtdlpFailed => (Transient, 502),
         }
     }
 

@@ -32,6 +32,10 @@ use metrics_core::trackers::{DOWNLOADS, Family, SOURCE_CALLS, Tracked};
 pub enum VideoSource {
     /// A direct media link fetched over HTTP.
     Direct,
+    /// YouTube, through yt-dlp (its extractor is one of yt-dlp's `Youtube*`).
+    Youtube,
+    /// Any other site, through yt-dlp (a site extractor or its generic one).
+    Ytdlp,
 }
 
 impl VideoSource {
@@ -39,9 +43,53 @@ impl VideoSource {
         self.into()
     }
 
-    /// The source that handles `url` (every URL is a direct link until yt-dlp lands).
-    pub fn for_url(_url: &url::Url) -> Self {
-        VideoSource::Direct
+    /// Whether yt-dlp runs this source.
+    pub fn uses_ytdlp(self) -> bool {
+        matches!(self, VideoSource::Youtube | VideoSource::Ytdlp)
+    }
+
+    /// The source a yt-dlp run is counted as, from its extractor key (`Youtube`,
+    /// `YoutubeTab`, `Generic`, `Vimeo`, ...).
+    pub fn for_extractor(extractor_key: &str) -> Self {
+        if extractor_key.starts_with("Youtube") {
+            VideoSource::Youtube
+        } else {
+            VideoSource::Ytdlp
+        }
+    }
+}
+
+/// The source a submit asked for: `auto` routes by host (and falls back from a direct link
+/// that answers with a web page to yt-dlp), the others force one.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::Display,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type))]
+#[cfg_attr(feature = "sqlx", sqlx(type_name = "text", rename_all = "lowercase"))]
+pub enum RequestedSource {
+    #[default]
+    Auto,
+    Direct,
+    Ytdlp,
+}
+
+impl RequestedSource {
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -90,8 +138,10 @@ impl Tracked for StorageProvider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum SourceOperation {
-    /// Opening the media stream of a video.
+    /// A yt-dlp download run, until its media starts to flow.
     DownloadVideo,
+    /// A yt-dlp metadata run (`-J`) for `GET /v1/videos/info`.
+    GetVideoInfo,
 }
 
 impl Tracked for SourceOperation {

@@ -12,7 +12,7 @@ pub mod webhook;
 
 pub use error::{ErrorCode, ErrorType, JobError};
 pub use job::{DownloadJob, JobStatus, Transition};
-pub use labels::{SourceOperation, StorageProvider, VideoSource};
+pub use labels::{RequestedSource, SourceOperation, StorageProvider, VideoSource};
 pub use media::{Media, StoredObject};
 pub use progress::{JobEvent, Progress};
 

@@ -66,6 +66,8 @@ pub const JOBS_REQUEUED_TOTAL: &str = "jobs_requeued_total";
 pub const WEBHOOK_DELIVERIES_TOTAL: &str = "webhook_deliveries_total";
 pub const WEBHOOK_DELIVERY_DURATION_SECONDS: &str = "webhook_delivery_duration_seconds";
 pub const JOBS_STALE_SECONDS: &str = "jobs_stale_seconds";
+pub const EGRESS_REFUSED_TOTAL: &str = "egress_refused_total";
+pub const YTDLP_INFO: &str = "ytdlp_info";
 
 /// The one task type clipstash runs; the original's Celery task name.
 pub const TASK_PROCESS_DOWNLOAD: &str = "process_download";
@@ -88,7 +90,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["status", "provider"],
-        help: "Downloads finished, by outcome (success/failed/cancelled) and video source (direct, youtube).",
+        help: "Downloads finished, by outcome (success/failed/cancelled) and the video source that ran (direct, youtube, ytdlp).",
         buckets: &[],
     },
     MetricDef {
@@ -198,7 +200,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: None,
         labels: &["operation", "status"],
-        help: "Calls to the video source (info and download requests), by operation and outcome.",
+        help: "yt-dlp runs (download_video in workers, get_video_info in the API), by operation and outcome; direct links are not counted.",
         buckets: &[],
     },
     MetricDef {
@@ -206,7 +208,7 @@ pub static CATALOGUE: &[MetricDef] = &[
         kind: Kind::Histogram,
         unit: Some(Unit::Seconds),
         labels: &["operation"],
-        help: "Duration of calls to the video source until its response headers arrive.",
+        help: "Duration of yt-dlp runs: until the media starts to flow (download_video), or the whole info run (get_video_info).",
         buckets: &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0],
     },
     MetricDef {
@@ -301,6 +303,22 @@ pub static CATALOGUE: &[MetricDef] = &[
         help: "Age of the oldest unchanged live job per status (queued, running, retrying; 0 when none), from Postgres; global: aggregate with max. Grows without bound for a stuck job.",
         buckets: &[],
     },
+    MetricDef {
+        name: EGRESS_REFUSED_TOTAL,
+        kind: Kind::Counter,
+        unit: None,
+        labels: &["via"],
+        help: "Destinations the egress guard refused (loopback, private, link-local, ... and not allowlisted), by path: direct (the worker's HTTP client, each request and redirect hop) or proxy (the egress proxy yt-dlp goes through, each CONNECT or request).",
+        buckets: &[],
+    },
+    MetricDef {
+        name: YTDLP_INFO,
+        kind: Kind::Gauge,
+        unit: None,
+        labels: &["version"],
+        help: "The yt-dlp this process runs (its --version); always 1. Absent when yt-dlp is off.",
+        buckets: &[],
+    },
 ];
 
 /// Looks a metric up by name.
@@ -343,6 +361,12 @@ pub fn record_app_info(component: Component) {
         "component" => component.as_str()
     )
     .set(1.0);
+}
+
+/// Sets `ytdlp_info{version} = 1`. The version is what the configured yt-dlp printed at
+/// start-up (one value per process), so the label stays bounded.
+pub fn record_ytdlp_info(version: &str) {
+    metrics::gauge!(YTDLP_INFO, "version" => version.to_string()).set(1.0);
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::{BuildError, PrometheusHandle, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::{self, Component};
@@ -17,6 +19,8 @@ use crate::catalogue::{self, Component};
 #[derive(Clone)]
 pub struct Exporter {
     handle: PrometheusHandle,
+    /// The recorder of a detached exporter, for [`Exporter::scoped`].
+    detached: Option<Arc<PrometheusRecorder>>,
 }
 
 impl Exporter {
@@ -27,7 +31,10 @@ impl Exporter {
         let handle = recorder.handle();
         metrics::set_global_recorder(recorder)?;
         Self::announce(component);
-        Ok(Self { handle })
+        Ok(Self {
+            handle,
+            detached: None,
+        })
     }
 
     /// A recorder that is not installed: `/metrics` shows the catalogue's descriptions and
@@ -36,7 +43,19 @@ impl Exporter {
         let recorder = catalogue::prometheus_builder().build_recorder();
         let handle = recorder.handle();
         metrics::with_local_recorder(&recorder, || Self::announce(component));
-        Self { handle }
+        Self {
+            handle,
+            detached: Some(Arc::new(recorder)),
+        }
+    }
+
+    /// Runs `f` with this exporter as the recorder: for facts set once at start-up (an info
+    /// gauge) that must show on a detached exporter too. Installed: `f` runs as is.
+    pub fn scoped(&self, f: impl FnOnce()) {
+        match &self.detached {
+            Some(recorder) => metrics::with_local_recorder(recorder.as_ref(), f),
+            None => f(),
+        }
     }
 
     fn announce(component: Component) {

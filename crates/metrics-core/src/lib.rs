@@ -15,6 +15,7 @@ pub mod trackers;
 pub use catalogue::{CATALOGUE, Component, Kind, MetricDef};
 pub use exporter::Exporter;
 pub use trackers::{
-    DOWNLOADS, Family, HttpTracker, Outcome, SOURCE_CALLS, Task, Tracked, Tracker, UPLOADS,
-    record_error, record_queue_wait, record_requeue, record_task_outcome,
+    DOWNLOADS, EgressVia, Family, HttpTracker, Outcome, SOURCE_CALLS, Task, Tracked, Tracker,
+    UPLOADS, record_egress_refused, record_error, record_queue_wait, record_requeue,
+    record_task_outcome,
 };

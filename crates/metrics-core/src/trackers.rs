@@ -15,6 +15,29 @@ pub fn record_error(error_code: &'static str, error_type: &'static str) {
     counter!(ERRORS_TOTAL, "error_code" => error_code, "error_type" => error_type).increment(1);
 }
 
+/// Where the egress guard refused a destination: the `via` label of `egress_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressVia {
+    /// The worker's own HTTP client (direct links and their redirects).
+    Direct,
+    /// The egress proxy that yt-dlp's traffic goes through.
+    Proxy,
+}
+
+impl EgressVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EgressVia::Direct => "direct",
+            EgressVia::Proxy => "proxy",
+        }
+    }
+}
+
+/// Counts one destination the egress guard refused in `egress_refused_total{via}`.
+pub fn record_egress_refused(via: EgressVia) {
+    counter!(EGRESS_REFUSED_TOTAL, "via" => via.as_str()).increment(1);
+}
+
 /// Records the enqueue-to-first-start latency of a task in `task_queue_wait_seconds`.
 pub fn record_queue_wait(task: Task, seconds: f64) {
     histogram!(TASK_QUEUE_WAIT_SECONDS, "task_name" => task.as_str()).record(seconds.max(0.0));
@@ -179,6 +202,22 @@ impl<T: Tracked> Tracker<T> {
     /// Sets the outcome recorded at drop.
     pub fn finish(mut self, outcome: Outcome) {
         self.outcome = outcome;
+    }
+
+    /// Records the operation under `subject` instead (a download that turned out to run on
+    /// another source than planned, e.g. a direct link handed to yt-dlp).
+    pub fn relabel(&mut self, subject: &T) {
+        let label = subject.label_value();
+        if label == self.label {
+            return;
+        }
+        if let Some(g) = T::FAMILY.in_progress {
+            gauge!(g, self.scoped_labels()).decrement(1.0);
+            self.label = label;
+            gauge!(g, self.scoped_labels()).increment(1.0);
+        } else {
+            self.label = label;
+        }
     }
 
     /// Shorthand for `finish(Outcome::Success)`.

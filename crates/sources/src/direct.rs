@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use clipstash_domain::{ErrorCode, JobError, Media, SourceOperation, VideoSource};
+use clipstash_domain::{ErrorCode, JobError, Media, VideoSource};
 use futures_util::StreamExt;
-use metrics_core::Tracker;
+use metrics_core::{EgressVia, record_egress_refused};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
@@ -47,18 +47,44 @@ impl DirectHttp {
     }
 }
 
+/// What a direct link answered with.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Media: its stream.
+    Media(Media),
+    /// A web page (`text/html`, `application/xhtml+xml`): with `source: auto`, yt-dlp may find
+    /// the video in it.
+    Page { content_type: String },
+}
+
 impl Source for DirectHttp {
     fn kind(&self) -> VideoSource {
         VideoSource::Direct
     }
 
     async fn open(&self, url: &str) -> Result<Media, JobError> {
-        // Parsed once: the guard checks the very host the client will connect to. A URL
-        // refused here makes no call, so it is not counted as one.
+        match self.fetch(url).await? {
+            Fetched::Media(media) => Ok(media),
+            Fetched::Page { content_type } => Err(not_media(&content_type)),
+        }
+    }
+}
+
+fn not_media(content_type: &str) -> JobError {
+    JobError::new(
+        ErrorCode::UnsupportedContentType,
+        format!("source answered with {content_type}, not media"),
+    )
+}
+
+impl DirectHttp {
+    /// Fetches `url`: its media, or word that it is a web page. (Direct fetches are not
+    /// `youtube_api_*` calls: those count yt-dlp runs only.)
+    pub async fn fetch(&self, url: &str) -> Result<Fetched, JobError> {
+        // Parsed once: the guard checks the very host the client will connect to.
         let url = url::Url::parse(url)
             .map_err(|e| JobError::new(ErrorCode::InvalidUrl, format!("unparsable URL: {e}")))?;
         self.egress.check_url(&url).map_err(|f| forbidden(&f))?;
-        let call = Tracker::start(&SourceOperation::DownloadVideo);
         let response = self
             .client
             .get(url)
@@ -69,7 +95,6 @@ impl Source for DirectHttp {
         if !status.is_success() {
             return Err(classify_status(status));
         }
-        call.success();
 
         let content_type = response
             .headers()
@@ -84,25 +109,25 @@ impl Source for DirectHttp {
             })
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "application/octet-stream".to_string());
+        if matches!(content_type.as_str(), "text/html" | "application/xhtml+xml") {
+            return Ok(Fetched::Page { content_type });
+        }
         if !is_media_type(&content_type) {
-            return Err(JobError::new(
-                ErrorCode::UnsupportedContentType,
-                format!("source answered with {content_type}, not media"),
-            ));
+            return Err(not_media(&content_type));
         }
         let expected_len = response
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        Ok(Media {
+        Ok(Fetched::Media(Media {
             content_type,
             expected_len,
             body: response
                 .bytes_stream()
                 .map(|chunk| chunk.map_err(classify_body_error))
                 .boxed(),
-        })
+        }))
     }
 }
 
@@ -129,7 +154,9 @@ fn classify_status(status: StatusCode) -> JobError {
     JobError::new(code, format!("source answered HTTP {status}"))
 }
 
+/// A refusal of the egress guard, counted in `egress_refused_total{via="direct"}`.
 fn forbidden(f: &Forbidden) -> JobError {
+    record_egress_refused(EgressVia::Direct);
     JobError::new(ErrorCode::ForbiddenAddress, f.to_string())
 }
 

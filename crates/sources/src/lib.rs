@@ -1,16 +1,21 @@
 //! Video sources: each turns a URL into a [`Media`] stream for the storage ingest pipeline.
-//! One file per source kind (today [`direct`]); the egress guard every fetch goes through
-//! in [`egress`].
+//! One module per source kind ([`direct`] links, [`ytdlp`] for YouTube and other sites);
+//! the egress guard every fetch goes through in [`egress`] (its proxy for programs that
+//! connect on their own); a download's cookies, sealed at rest, in [`cookies`].
 
+pub mod cookies;
 pub mod direct;
 pub mod egress;
+pub mod ytdlp;
 
 use std::future::Future;
 
 use clipstash_domain::{JobError, Media, VideoSource};
 
-pub use direct::{DirectHttp, FetchLimits};
-pub use egress::{EgressPolicy, NetworkArgs};
+pub use cookies::{SecretArgs, SecretKey};
+pub use direct::{DirectHttp, FetchLimits, Fetched};
+pub use egress::{EgressPolicy, EgressProxy, NetworkArgs, ProxyLimits};
+pub use ytdlp::{DownloadOptions, Ytdlp, YtdlpArgs, YtdlpLimits, YtdlpProgram};
 
 /// A kind of video source.
 pub trait Source {

@@ -12,6 +12,10 @@
 //! - `/truncated/{bytes}/{seed}/{tag}`: announces `bytes`, sends half, closes
 //! - `/stall/{tag}`: headers and 1 KiB, then nothing until the client leaves
 //! - `/html/{tag}`: a `text/html` page
+//! - `/page/{bytes}/{seed}/{tag}`: a `text/html` page titled `Clip {tag}` embedding
+//!   `<video src="/media/{bytes}/{seed}/{tag}.mp4">` (yt-dlp's generic extractor finds it)
+//!
+//! Every request's headers are kept, by path ([`MediaServer::request_headers`]).
 //! - `/redirect/{host}/{port}/{path...}`: 302 to `http://{host}:{port}/{path...}` (host as
 //!   written: `127.0.0.1`, `localhost`, `2130706433`, ...), for the egress guard's
 //!   redirect checks
@@ -72,10 +76,14 @@ impl Drop for Sending {
     }
 }
 
+/// The headers of the last request for each path (names lowercased).
+type Headers = Arc<Mutex<HashMap<String, Vec<(String, String)>>>>;
+
 #[derive(Clone)]
 pub struct MediaServer {
     pub addr: SocketAddr,
     hits: Arc<Mutex<HashMap<String, u64>>>,
+    headers: Headers,
     gates: Gates,
     sending: Counts,
 }
@@ -96,20 +104,27 @@ impl MediaServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(HashMap::new()));
+        let headers = Headers::default();
         let gates = Gates::default();
         let sending = Counts::default();
-        let (h, g, s) = (hits.clone(), gates.clone(), sending.clone());
+        let (h, hd, g, s) = (
+            hits.clone(),
+            headers.clone(),
+            gates.clone(),
+            sending.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (h, g, s) = (h.clone(), g.clone(), s.clone());
+                let (h, hd, g, s) = (h.clone(), hd.clone(), g.clone(), s.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, h, g, s).await;
+                    let _ = serve(sock, h, hd, g, s).await;
                 });
             }
         });
         Self {
             addr,
             hits,
+            headers,
             gates,
             sending,
         }
@@ -134,6 +149,17 @@ impl MediaServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The headers of the last request for `path` (names lowercased, in order); empty when
+    /// none came.
+    pub fn request_headers(&self, path: &str) -> Vec<(String, String)> {
+        self.headers
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Requests received for `path` so far.
     pub fn hits(&self, path: &str) -> u64 {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
@@ -143,6 +169,7 @@ impl MediaServer {
 async fn serve(
     sock: TcpStream,
     hits: Arc<Mutex<HashMap<String, u64>>>,
+    headers: Headers,
     gates: Gates,
     sending: Counts,
 ) -> std::io::Result<()> {
@@ -152,10 +179,14 @@ async fn serve(
         if reader.read_line(&mut request_line).await? == 0 {
             return Ok(());
         }
+        let mut received = Vec::new();
         loop {
             let mut header = String::new();
             if reader.read_line(&mut header).await? == 0 || header == "\r\n" || header == "\n" {
                 break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                received.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
         }
         let path = request_line
@@ -163,6 +194,7 @@ async fn serve(
             .nth(1)
             .unwrap_or("/")
             .to_string();
+        headers.lock().unwrap().insert(path.clone(), received);
         let count = {
             let mut h = hits.lock().unwrap();
             let c = h.entry(path.clone()).or_insert(0);
@@ -227,6 +259,17 @@ async fn serve(
                     .as_bytes(),
                 )
                 .await?;
+                true
+            }
+            Some("page") => {
+                let tag = parts.get(3).copied().unwrap_or("");
+                let body = format!(
+                    "<!DOCTYPE html><html><head><title>Clip {tag}</title></head><body>\
+                     <video src=\"/media/{}/{}/{tag}.mp4\" controls></video></body></html>",
+                    num(1),
+                    num(2)
+                );
+                sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes()).await?;
                 true
             }
             Some("html") => {

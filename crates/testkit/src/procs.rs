@@ -102,6 +102,55 @@ pub fn peak_rss(pid: u32) -> u64 {
     kb * 1024
 }
 
+/// Live (not zombie) processes, from /proc: `(pid, process group, command line)`.
+fn live_processes() -> Vec<(u32, i32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`: comm may hold spaces, so split after its `)`.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+            continue;
+        }
+        let pgrp = fields.get(2).and_then(|s| s.parse().ok()).unwrap_or(-1);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((pid, pgrp, cmdline));
+    }
+    out
+}
+
+/// Live processes whose command line contains `needle` (a test's unique URL tag).
+pub fn processes_with_arg(needle: &str) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.contains(needle))
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
+/// Live processes in process group `pgid`.
+pub fn processes_in_group(pgid: i32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|(_, g, _)| *g == pgid)
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use clipstash_api::auth::{AccessArgs, AuthMode};
-use clipstash_runtime::{CommonArgs, GaugeArgs, SecretKeyArgs};
-use clipstash_sources::NetworkArgs;
+use clipstash_runtime::{CommonArgs, GaugeArgs};
 use clipstash_sources::egress::Allowlist;
+use clipstash_sources::{NetworkArgs, SecretArgs, SecretKey, YtdlpArgs, YtdlpProgram};
 use clipstash_storage::{Placement, StorageArgs};
 use clipstash_worker::webhooks::WebhookArgs;
 
@@ -32,7 +32,52 @@ pub fn common(db: &TestDb, queue: &TestQueue, storage_dir: &Path) -> CommonArgs 
             allow_private_networks: true,
             egress_allow: Allowlist::default(),
         },
+        secrets: SecretArgs {
+            secret_key: Some(secret_key()),
+        },
+        // Off unless a test asks for it ([`with_ytdlp`]): probing it costs a second per start.
+        ytdlp: YtdlpArgs {
+            ytdlp: YtdlpProgram::Off,
+            ytdlp_hosts: clipstash_sources::ytdlp::DEFAULT_HOSTS.parse().unwrap(),
+        },
     }
+}
+
+/// The `CLIPSTASH_SECRET_KEY` of test processes: a fixed key, so an API and a worker built
+/// from separate settings share it.
+pub fn secret_key() -> SecretKey {
+    SecretKey::parse(&SECRET_KEY_TEXT.to_string().into()).unwrap()
+}
+
+/// [`secret_key`] as the setting's text (for spawned binaries).
+pub const SECRET_KEY_TEXT: &str = "Y2xpcHN0YXNoLXRlc3Qta2V5LW5vdC1hLXNlY3JldCE=";
+/// The pinned yt-dlp `deploy/ytdlp/ensure.sh` installed: `CLIPSTASH_YTDLP` (just test sets
+/// it), else the default install location. Panics with the fix when there is none.
+pub fn ytdlp_path() -> std::path::PathBuf {
+    let path = std::env::var_os("CLIPSTASH_YTDLP")
+        .filter(|p| !p.is_empty() && p != "off")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("CLIPSTASH_YTDLP_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/clipstash-ytdlp")
+                });
+            home.join("venv/bin/yt-dlp")
+        });
+    assert!(
+        path.exists(),
+        "no yt-dlp at {}: run deploy/ytdlp/ensure.sh (just test does) or set CLIPSTASH_YTDLP",
+        path.display()
+    );
+    path
+}
+
+/// `common` with the real pinned yt-dlp on.
+pub fn with_ytdlp(mut common: CommonArgs) -> CommonArgs {
+    common.ytdlp.ytdlp = YtdlpProgram::Program(ytdlp_path());
+    common
 }
 
 /// API settings on a port from the OS, with auth off (suites that are not about access
@@ -45,6 +90,11 @@ pub fn api(common: CommonArgs) -> clipstash_api::Settings {
         access: AccessArgs {
             auth: AuthMode::Off,
             ..access()
+        },
+        video_info: clipstash_api::routes::videos::VideoInfoArgs {
+            video_info_timeout: Duration::from_secs(30),
+            video_info_concurrency: 2,
+            video_info_cache_ttl: Duration::from_secs(300),
         },
         common,
     }
@@ -81,7 +131,6 @@ pub fn worker(common: CommonArgs) -> clipstash_worker::Settings {
         sweep_grace: Duration::from_secs(1),
         job_retention: None,
         webhooks: webhooks(),
-        secret: SecretKeyArgs::default(),
         common,
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use clipstash_db::DatabaseArgs;
 use clipstash_domain::config::byte_size;
-use clipstash_runtime::{CommonArgs, SecretKeyArgs};
+use clipstash_runtime::CommonArgs;
 use clipstash_storage::StorageArgs;
 
 use crate::webhooks::WebhookArgs;
@@ -137,9 +137,6 @@ pub struct Settings {
 
     #[command(flatten)]
     pub webhooks: WebhookArgs,
-
-    #[command(flatten)]
-    pub secret: SecretKeyArgs,
 
     #[command(flatten)]
     pub common: CommonArgs,

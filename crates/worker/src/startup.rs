@@ -8,7 +8,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use clipstash_queue::Queue;
 use clipstash_runtime::gauges;
-use clipstash_sources::{DirectHttp, EgressPolicy, FetchLimits};
+use clipstash_sources::{DirectHttp, EgressPolicy, FetchLimits, Ytdlp, YtdlpLimits, YtdlpProgram};
 use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use tokio_util::sync::CancellationToken;
@@ -63,15 +63,36 @@ impl Worker {
             pool.clone(),
             egress.clone(),
             settings.webhooks.clone(),
-            settings.secret.secret_key.clone(),
+            common.secrets.secret_key.clone(),
         )?;
         let direct = DirectHttp::new(
             FetchLimits {
                 idle_timeout: settings.idle_timeout,
                 connect_timeout: settings.connect_timeout,
             },
-            egress,
+            egress.clone(),
         )?;
+        let ytdlp = match &common.ytdlp.ytdlp {
+            YtdlpProgram::Off => {
+                tracing::warn!(
+                    "yt-dlp off (CLIPSTASH_YTDLP=off): jobs for YouTube and other sites fail with ytdlp_unavailable"
+                );
+                None
+            }
+            YtdlpProgram::Program(program) => {
+                // Our watchdog never fires before yt-dlp's own socket timeout would.
+                let quiet = settings.idle_timeout.max(settings.connect_timeout);
+                let limits = YtdlpLimits {
+                    socket_timeout: quiet,
+                    idle_timeout: quiet,
+                    wall_timeout: settings.attempt_timeout,
+                };
+                let ytdlp = Ytdlp::probe(program, limits, egress).await?;
+                tracing::info!(version = ytdlp.version(), program = %program.display(), "yt-dlp ready");
+                exporter.scoped(|| metrics_core::catalogue::record_ytdlp_info(ytdlp.version()));
+                Some(ytdlp)
+            }
+        };
 
         let listener = metrics_listener;
         let metrics_addr = listener.local_addr()?;
@@ -104,6 +125,8 @@ impl Worker {
             pool,
             storage,
             direct,
+            ytdlp,
+            secret_key: settings.common.secrets.secret_key.clone(),
             max_file_bytes: settings.max_file_bytes,
             max_attempts: settings.max_retries as i32 + 1,
             retry_base: settings.retry_base,

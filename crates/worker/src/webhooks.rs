@@ -18,11 +18,11 @@ use clipstash_db::view::JobView;
 use clipstash_db::webhooks::{self, Due, Next};
 use clipstash_domain::webhook::{StoredSecret, WebhookSecret, message_id};
 use clipstash_sources::EgressPolicy;
+use clipstash_sources::SecretKey;
 use clipstash_sources::direct::USER_AGENT;
 use clipstash_sources::egress::{find_forbidden, guarded_client};
 use futures_util::StreamExt;
 use metrics_core::catalogue::{WEBHOOK_DELIVERIES_TOTAL, WEBHOOK_DELIVERY_DURATION_SECONDS};
-use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -75,7 +75,7 @@ pub struct Deliverer {
     client: reqwest::Client,
     egress: EgressPolicy,
     args: WebhookArgs,
-    server_key: Option<SecretString>,
+    server_key: Option<SecretKey>,
 }
 
 impl Deliverer {
@@ -84,7 +84,7 @@ impl Deliverer {
         pool: PgPool,
         egress: EgressPolicy,
         args: WebhookArgs,
-        server_key: Option<SecretString>,
+        server_key: Option<SecretKey>,
     ) -> anyhow::Result<Self> {
         let client = guarded_client(&egress)
             .user_agent(USER_AGENT)
@@ -197,10 +197,7 @@ impl Deliverer {
             (None, Some(salt), Some(key_id)) => StoredSecret::Derived { key_id, salt },
             _ => return Err("the job's API key has no webhook secret".into()),
         };
-        let server_key = self
-            .server_key
-            .as_ref()
-            .map(|k| k.expose_secret().as_bytes());
+        let server_key = self.server_key.as_ref().map(SecretKey::bytes);
         WebhookSecret::resolve(stored, server_key).map_err(|e| e.to_string())
     }
 

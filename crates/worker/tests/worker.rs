@@ -751,6 +751,8 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
             clipstash_queue::events::EventNames::new(&s.common.redis.queue),
         ),
         cancels: Default::default(),
+        ytdlp: None,
+        secret_key: None,
     };
     let url = "http://127.0.0.1:9/cut-short";
     let id = env.insert_only(url).await;

@@ -263,7 +263,7 @@ mod tests {
             WebhookSecret::from_bytes(bytes.try_into().unwrap())
         );
         let server = SecretKeyArgs {
-            secret_key: Some("a server key of at least 32 chars".into()),
+            secret_key: Some(clipstash_testkit::settings::secret_key()),
         };
         let (c, stored) = new_webhook_secret(id, &server).unwrap();
         let StoredWebhookSecret::Salt(salt) = stored else {

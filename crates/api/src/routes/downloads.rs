@@ -2,12 +2,13 @@
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
-use clipstash_db::jobs::{IdempotencyKey, Inserted};
+use clipstash_db::jobs::{IdempotencyKey, Inserted, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
-use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, VideoSource};
+use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, RequestedSource, VideoSource};
 use clipstash_runtime::gauges;
 use clipstash_sources::EgressPolicy;
+use clipstash_sources::cookies::{self, SecretKey};
 use metrics_core::Task;
 use metrics_core::catalogue::TASKS_ENQUEUED_TOTAL;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::auth::limit::{RATELIMIT, RATELIMIT_POLICY};
 use crate::error::{ApiError, ErrorBody};
-use crate::openapi::JobStatusSchema;
+use crate::openapi::{CookiesSchema, JobStatusSchema, RequestedSourceSchema};
 
 /// Longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -55,6 +56,108 @@ pub struct CreateDownload {
     /// as `url`. Needs a key with a webhook secret. See docs/API.md "Webhooks".
     #[schema(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://hooks.example.com/clipstash")]
     pub callback_url: Option<String>,
+    /// `auto` (default): hosts on `CLIPSTASH_YTDLP_HOSTS` (YouTube and other video sites) go
+    /// to yt-dlp, other URLs are fetched directly, and a direct link that answers with a web
+    /// page is handed to yt-dlp. `direct` or `ytdlp` force one.
+    #[serde(default)]
+    #[schema(value_type = Option<RequestedSourceSchema>)]
+    pub source: RequestedSource,
+    /// A yt-dlp format selector (`b`, `18`, `b[ext=mp4]`, `b[height<=720]/b`): letters,
+    /// digits and `_-.,/[]<>=!?*^$~:()`, at most 200 characters. No `+`: merged formats are
+    /// not supported. Default: `b`, the best single file.
+    #[schema(max_length = 200, pattern = r"^[A-Za-z0-9_.,/\[\]<>=!?*^$~:()-]+$")]
+    pub format: Option<String>,
+    /// The tallest video wanted, 144-4320 (yt-dlp sources).
+    #[schema(minimum = 144, maximum = 4320)]
+    pub max_height: Option<i64>,
+    /// Cookies for the site (a signed-in session, for videos that need one): Netscape
+    /// `cookies.txt` text, or a `{name: value}` object for the URL's domain. At most 64 KiB.
+    /// Encrypted at rest, erased when the job ends, never shown by any response. The server
+    /// needs `CLIPSTASH_SECRET_KEY`, else 422 `cookies_disabled`.
+    #[schema(value_type = Option<CookiesSchema>)]
+    #[serde(default)]
+    pub cookies: Option<CookiesField>,
+}
+
+/// Longest `format` accepted.
+pub const MAX_FORMAT_LEN: usize = 200;
+/// `max_height` bounds.
+pub const MAX_HEIGHT_RANGE: std::ops::RangeInclusive<i64> = 144..=4320;
+
+/// Checks a yt-dlp format selector: bounded, from a fixed set of characters, and no `+`
+/// (merging needs ffmpeg and a file; the media streams instead). It is passed to yt-dlp as
+/// one argument after `-f`, never through a shell.
+pub fn validate_format(raw: &str) -> Result<String, ApiError> {
+    let invalid = |msg: String| ApiError::new(ErrorCode::InvalidFormat, msg);
+    if raw.is_empty() || raw.len() > MAX_FORMAT_LEN {
+        return Err(invalid(format!(
+            "format must be 1 to {MAX_FORMAT_LEN} characters"
+        )));
+    }
+    if raw.contains('+') {
+        return Err(invalid(
+            "merged formats (`+`) are not supported: choose a single-file format such as `b`"
+                .into(),
+        ));
+    }
+    if let Some(c) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_-.,/[]<>=!?*^$~:()".contains(*c)))
+    {
+        return Err(invalid(format!(
+            "format may hold letters, digits and _-.,/[]<>=!?*^$~:() only, not {c:?}"
+        )));
+    }
+    Ok(raw.to_string())
+}
+
+/// Checks `max_height`: 144-4320.
+pub fn validate_max_height(h: i64) -> Result<i32, ApiError> {
+    if MAX_HEIGHT_RANGE.contains(&h) {
+        Ok(h as i32)
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidMaxHeight,
+            format!(
+                "max_height must be between {} and {}",
+                MAX_HEIGHT_RANGE.start(),
+                MAX_HEIGHT_RANGE.end()
+            ),
+        ))
+    }
+}
+
+/// `cookies` as the client sent them, any JSON (checked by the handler, so a malformed
+/// value is `invalid_cookies` and no parser message ever quotes it). Never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct CookiesField(serde_json::Value);
+
+impl std::fmt::Debug for CookiesField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+/// Checks `cookies`, turns them into cookies.txt text and seals them for job `id`.
+fn seal_cookies(
+    cookies: Option<&CookiesField>,
+    url: &url::Url,
+    id: Uuid,
+    key: Option<&SecretKey>,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(CookiesField(value)) = cookies.filter(|c| !c.0.is_null()) else {
+        return Ok(None);
+    };
+    let key = key.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::CookiesDisabled,
+            "this server takes no cookies: it has no CLIPSTASH_SECRET_KEY to encrypt them with",
+        )
+    })?;
+    let text = cookies::normalise(value, url)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidCookies, e.to_string()))?;
+    Ok(Some(key.seal(id, &text)))
 }
 
 /// Checks a submitted URL: absolute http(s) with a host, no credentials, bounded length,
@@ -189,12 +292,25 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 
 /// SHA-256 (hex) of the canonical form of a submit: the normalised URL in a fixed JSON
 /// shape, so whitespace, key order or an equivalent spelling of the URL do not count as
-/// another body.
-fn request_sha256(url: &url::Url, callback: Option<&url::Url>) -> String {
+/// another body. Cookies count only as present or not: a hash of secrets is not stored.
+fn request_sha256(url: &url::Url, job: &NewJob<'_>) -> String {
     use sha2::Digest;
     let mut canonical = serde_json::json!({ "url": url.as_str() });
-    if let Some(c) = callback {
-        canonical["callback_url"] = c.as_str().into();
+    // Defaults add nothing, so a plain `{url}` hashes as it always did.
+    if job.requested != RequestedSource::Auto {
+        canonical["source"] = job.requested.as_str().into();
+    }
+    if let Some(f) = job.format {
+        canonical["format"] = f.into();
+    }
+    if let Some(h) = job.max_height {
+        canonical["max_height"] = h.into();
+    }
+    if let Some(c) = job.callback_url {
+        canonical["callback_url"] = c.into();
+    }
+    if job.cookies_sealed.is_some() {
+        canonical["cookies"] = true.into();
     }
     let canonical = canonical.to_string();
     hex::encode(sha2::Sha256::digest(canonical.as_bytes()))
@@ -217,7 +333,7 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
         ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\x21-\x7E]+$",
             description = "Makes the submit idempotent per API key: a repeat with the same body answers the first job (200, `Idempotent-Replayed: true`); another body is refused (422 `idempotency_key_reused`). 1-255 visible ASCII characters, sent once."),
     ),
-    request_body(content = CreateDownload, content_type = "application/json", description = "At most 16 KiB."),
+    request_body(content = CreateDownload, content_type = "application/json", description = "At most 96 KiB."),
     responses(
         (status = 202, description = "Recorded and enqueued.", body = JobView,
             headers(("Location" = String, description = "`/v1/downloads/{id}`"))),
@@ -225,9 +341,9 @@ const ACTIVE_JOBS_RETRY_AFTER_SECS: u32 = 10;
             headers(("Location" = String, description = "`/v1/downloads/{id}`"),
                     ("Idempotent-Replayed" = String, description = "`true`"))),
         (status = 400, description = "`invalid_json` (malformed body) or `invalid_idempotency_key`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 16 KiB.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is over 96 KiB.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: `Content-Type` is not `application/json`.", body = ErrorBody),
-        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url` (`url` or `callback_url`), `forbidden_address` (an IP literal the egress guard refuses, in either), `webhook_secret_missing` (a `callback_url` from a key without a webhook secret) or `idempotency_key_reused`.", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (wrong fields), `invalid_url` (`url` or `callback_url`), `forbidden_address` (an IP literal the egress guard refuses, in either), `invalid_format`, `invalid_max_height`, `webhook_secret_missing` (a `callback_url` from a key without a webhook secret), `idempotency_key_reused`, `invalid_cookies` or `cookies_disabled` (cookies sent to a server without `CLIPSTASH_SECRET_KEY`).", body = ErrorBody),
         (status = 503, description = "`database_unavailable` or `queue_unavailable` (the job is then marked failed).", body = ErrorBody),
     ),
 )]
@@ -240,47 +356,61 @@ pub async fn create_download(
     let idempotency = idempotency_key(&req)?;
     let url = validate_url(&body.url, &state.egress)?;
     let callback = validate_callback(body.callback_url.as_deref(), &caller, &state.egress)?;
-    let callback_str = callback.as_ref().map(url::Url::as_str);
+    let format = body.format.as_deref().map(validate_format).transpose()?;
+    let max_height = body.max_height.map(validate_max_height).transpose()?;
     let id = Uuid::now_v7();
-    let source = VideoSource::for_url(&url);
+    let source = match body.source {
+        RequestedSource::Direct => VideoSource::Direct,
+        RequestedSource::Auto => state.ytdlp_hosts.route(&url),
+        RequestedSource::Ytdlp => match state.ytdlp_hosts.route(&url) {
+            VideoSource::Youtube => VideoSource::Youtube,
+            _ => VideoSource::Ytdlp,
+        },
+    };
+    if source == VideoSource::Direct
+        && body.source == RequestedSource::Direct
+        && (format.is_some() || max_height.is_some())
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "format and max_height apply to yt-dlp; not with source: direct",
+        ));
+    }
+    let sealed = seal_cookies(body.cookies.as_ref(), &url, id, state.secret_key.as_ref())?;
+    let new_job = NewJob {
+        id,
+        url: url.as_str(),
+        source,
+        requested: body.source,
+        format: format.as_deref(),
+        max_height,
+        cookies_sealed: sealed.as_deref(),
+        callback_url: callback.as_ref().map(url::Url::as_str),
+    };
     let owner = match &caller {
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
     let job = match (&idempotency, owner) {
-        (None, None) => jobs::insert_job(&state.pool, id, url.as_str(), source)
+        (None, None) => jobs::insert_new_job(&state.pool, &new_job)
             .await
             .map_err(ApiError::database)?,
-        (None, Some((key_id, cap))) => jobs::insert_job_capped(
-            &state.pool,
-            id,
-            url.as_str(),
-            source,
-            key_id,
-            cap.into(),
-            callback_str,
-        )
-        .await
-        .map_err(ApiError::database)?
-        .map_err(|_| too_many_active(cap))?,
+        (None, Some((key_id, cap))) => {
+            jobs::insert_job_capped(&state.pool, &new_job, key_id, cap.into())
+                .await
+                .map_err(ApiError::database)?
+                .map_err(|_| too_many_active(cap))?
+        }
         (Some(key), owner) => {
-            let hash = request_sha256(&url, callback.as_ref());
+            let hash = request_sha256(&url, &new_job);
             let key = IdempotencyKey {
                 key,
                 request_sha256: &hash,
             };
             let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
-            match jobs::insert_job_idempotent(
-                &state.pool,
-                id,
-                url.as_str(),
-                source,
-                key,
-                owner,
-                callback_str,
-            )
-            .await
-            .map_err(ApiError::database)?
+            match jobs::insert_job_idempotent(&state.pool, &new_job, key, owner)
+                .await
+                .map_err(ApiError::database)?
             {
                 Inserted::Created(job) => job,
                 Inserted::Replayed(job) => {

@@ -6,6 +6,7 @@ pub mod fallback;
 pub mod files;
 pub mod health;
 pub mod storage;
+pub mod videos;
 
 use actix_web::web;
 
@@ -41,6 +42,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/downloads/{id}/file")
                     .route(web::get().to(files::download_file))
+                    .default_service(web::to(fallback::method_not_allowed("GET"))),
+            )
+            .service(
+                web::resource("/videos/info")
+                    .route(web::get().to(videos::video_info))
                     .default_service(web::to(fallback::method_not_allowed("GET"))),
             )
             .service(

@@ -12,9 +12,14 @@
 //!   the request and of every redirect hop goes through [`EgressPolicy::check_url`]
 //!   ([`redirect_policy`]).
 //!
+//! - for programs that connect on their own (yt-dlp): they go through [`EgressProxy`], an
+//!   HTTP proxy on loopback that makes the same checks for every CONNECT and request and
+//!   connects only to the addresses it checked.
+//!
 //! `CLIPSTASH_ALLOW_PRIVATE_NETWORKS=true` turns it off (local runs and tests).
 
 pub mod policy;
+pub mod proxy;
 pub mod resolver;
 
 use std::net::IpAddr;
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use url::{Host, Url};
 
 pub use policy::{AddressClass, AllowEntry, Allowlist, AllowlistError, classify};
+pub use proxy::{EgressProxy, ProxyLimits};
 pub use resolver::GuardedResolver;
 
 use policy::normalise_name;

@@ -4,12 +4,17 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
-use clipstash_db::{Claim, transitions, usage};
-use clipstash_domain::{DownloadJob, ErrorCode, JobError, JobStatus, StoredObject};
+use clipstash_db::{Claim, JobRow, jobs, transitions, usage};
+use clipstash_domain::{
+    DownloadJob, ErrorCode, JobError, JobStatus, Media, RequestedSource, StoredObject, VideoSource,
+};
 use clipstash_runtime::gauges;
-use clipstash_sources::Source;
+use clipstash_sources::cookies::CookieFile;
+use clipstash_sources::{DownloadOptions, Fetched};
 use clipstash_storage::ingest::ingest;
+use futures_util::StreamExt;
 use metrics_core::{Outcome, Task, Tracker, record_queue_wait};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -19,6 +24,11 @@ use super::progress;
 
 /// How long a cancelled attempt may take to abort its upload cleanly before it is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// A source that says it is rate-limiting us (HTTP 429, YouTube's "try again later") is
+/// retried this many times later than other transient failures: hammering it prolongs the
+/// limit.
+pub const RATE_LIMITED_BACKOFF_FACTOR: u32 = 30;
 
 /// Why an attempt loop stopped early without an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -60,10 +70,14 @@ impl JobContext {
                 return Ok(());
             }
         };
+        // What the submit asked for (source, format, height) lives on the row.
+        let Some(spec) = jobs::get_job(&self.pool, id).await? else {
+            conn.release().await?;
+            return Ok(());
+        };
         let registration = self.cancels.register(id);
         let cancel = registration.token();
         self.events.state(id, JobStatus::Running);
-        let source = &self.direct;
         let mut delays = self.backoff();
 
         if attempts > self.max_attempts {
@@ -83,11 +97,11 @@ impl JobContext {
 
         loop {
             let task = Tracker::start(&Task::ProcessDownload);
-            let download = Tracker::start(&source.kind());
-            tracing::info!(%id, attempt = attempts, "downloading");
+            let mut download = Tracker::start(&spec.source);
+            tracing::info!(%id, attempt = attempts, source = %spec.source, "downloading");
             let attempt = tokio::time::timeout(
                 self.attempt_timeout,
-                self.attempt(source, id, &job.url, cancel),
+                self.attempt(&spec, &job.url, &mut download, &cancel),
             );
             // A cancelled attempt ends by itself within moments (its stream errors); one stuck
             // elsewhere (a hanging abort) is dropped after a grace.
@@ -130,7 +144,11 @@ impl JobContext {
                     e.code.record();
                     let delay = delays
                         .next()
-                        .filter(|_| e.code.is_transient() && attempts < self.max_attempts);
+                        .filter(|_| e.code.is_transient() && attempts < self.max_attempts)
+                        .map(|d| match e.code {
+                            ErrorCode::SourceRateLimited => d * RATE_LIMITED_BACKOFF_FACTOR,
+                            _ => d,
+                        });
                     if let Some(delay) = delay {
                         transitions::record_failure(conn.get(), id, e.code, &e.message, true)
                             .await?;
@@ -172,21 +190,23 @@ impl JobContext {
     }
 
     /// One attempt: open the source, stream it through the ingest pipeline, publishing its
-    /// progress; ends at once with an error when `cancel` fires.
+    /// progress; ends at once with an error when `cancel` fires. `download` is relabelled
+    /// with the source that actually ran.
     async fn attempt(
         &self,
-        source: &impl Source,
-        id: Uuid,
+        spec: &JobRow,
         url: &str,
+        download: &mut Tracker<VideoSource>,
         cancel: &CancellationToken,
     ) -> Result<StoredObject, JobError> {
+        let id = spec.id;
         // Debug builds only: the chaos suite's poison job.
         clipstash_runtime::test_hooks::crash_if_marked(
             clipstash_runtime::test_hooks::CRASH_ON_URL,
             url,
         );
         let media = tokio::select! {
-            m = source.open(url) => m?,
+            m = self.open(spec, url, download) => m?,
             _ = cancel.cancelled() => return Err(progress::cancelled()),
         };
         let (media, watch) = progress::watch(media, cancel.clone());
@@ -196,6 +216,45 @@ impl JobContext {
         };
         watch.finish(&self.events, id);
         result
+    }
+
+    /// Opens the job's media. A direct link of an `auto` job that answers with a web page
+    /// goes to yt-dlp in the same attempt.
+    async fn open(
+        &self,
+        spec: &JobRow,
+        url: &str,
+        download: &mut Tracker<VideoSource>,
+    ) -> Result<Media, JobError> {
+        let id = spec.id;
+        let media = if spec.source.uses_ytdlp() || spec.requested_source == RequestedSource::Ytdlp {
+            self.open_ytdlp(spec, url, download).await?
+        } else {
+            match self.direct.fetch(url).await? {
+                Fetched::Media(media) => media,
+                Fetched::Page { .. } if spec.requested_source == RequestedSource::Auto => {
+                    tracing::info!(%id, "the link is a web page: handing it to yt-dlp");
+                    download.relabel(&VideoSource::Ytdlp);
+                    let opened = self.open_ytdlp(spec, url, download).await;
+                    if opened.is_err() {
+                        // yt-dlp ran (and failed): the job shows it.
+                        jobs::record_source(&self.pool, id, VideoSource::Ytdlp, None, None, None)
+                            .await
+                            .map_err(db_error)?;
+                    }
+                    opened?
+                }
+                Fetched::Page { content_type } => {
+                    return Err(JobError::new(
+                        ErrorCode::UnsupportedContentType,
+                        format!(
+                            "source answered with {content_type}, not media (source: direct; use auto or ytdlp for web pages)"
+                        ),
+                    ));
+                }
+            }
+        };
+        Ok(media)
     }
 
     /// After a cancel: nothing of the attempt may stay stored or counted. Gives back its
@@ -220,6 +279,89 @@ impl JobContext {
         self.events.state(id, JobStatus::Cancelled);
     }
 
+    /// Opens `url` with yt-dlp and records what it said about the video on the job.
+    async fn open_ytdlp(
+        &self,
+        spec: &JobRow,
+        url: &str,
+        download: &mut Tracker<VideoSource>,
+    ) -> Result<Media, JobError> {
+        let ytdlp = self.ytdlp.as_ref().ok_or_else(|| {
+            JobError::new(
+                ErrorCode::YtdlpUnavailable,
+                "this URL needs yt-dlp, and this worker runs without it (CLIPSTASH_YTDLP=off)",
+            )
+        })?;
+        let opts = DownloadOptions {
+            format: spec.format.clone(),
+            max_height: spec.max_height.and_then(|h| u32::try_from(h).ok()),
+            max_bytes: Some(self.max_file_bytes),
+        };
+        // Every run goes through the egress proxy (`Ytdlp` adds `--proxy` to each); the
+        // job's cookies, if any, go in a 0600 file in the run's own temp dir.
+        let mut run = ytdlp.download(url, &opts)?;
+        let cookie_file = match self.job_cookies(spec.id).await? {
+            Some(cookies) => {
+                let file = CookieFile::write(run.dir(), &cookies).await.map_err(|e| {
+                    JobError::new(ErrorCode::InternalError, format!("writing cookies: {e}"))
+                })?;
+                run = run.cookies(file.path());
+                Some(file)
+            }
+            None => None,
+        };
+        let mut opened = run.open().await?;
+        if let Some(file) = cookie_file {
+            // The file lives as long as yt-dlp (which writes its cookie jar back at the
+            // end): it goes with the media stream, whatever ends it.
+            let body = std::mem::replace(
+                &mut opened.media.body,
+                futures_util::stream::empty().boxed(),
+            );
+            opened.media.body = body
+                .map(move |chunk| {
+                    let _ = &file;
+                    chunk
+                })
+                .boxed();
+        }
+        download.relabel(&opened.source);
+        let c = &opened.chosen;
+        jobs::record_source(
+            &self.pool,
+            spec.id,
+            opened.source,
+            c.extractor.as_deref(),
+            c.id.as_deref(),
+            c.title.as_deref(),
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(opened.media)
+    }
+
+    /// The job's cookies, opened with this worker's key; `None` when it has none.
+    async fn job_cookies(&self, id: uuid::Uuid) -> Result<Option<SecretString>, JobError> {
+        let Some(sealed) = jobs::sealed_cookies(&self.pool, id).await.map_err(|e| {
+            JobError::new(
+                ErrorCode::StorageError,
+                format!("reading the job's cookies: {e}"),
+            )
+        })?
+        else {
+            return Ok(None);
+        };
+        let key = self.secret_key.as_ref().ok_or_else(|| {
+            JobError::new(
+                ErrorCode::CookiesUnreadable,
+                "the job has cookies and this worker has no CLIPSTASH_SECRET_KEY to open them",
+            )
+        })?;
+        key.open(id, &sealed)
+            .map(Some)
+            .map_err(|e| JobError::new(ErrorCode::CookiesUnreadable, e.to_string()))
+    }
+
     /// Delays between attempts: `retry_base`, doubling, each stretched by up to 100 %
     /// (jitter), capped at 10 minutes before jitter.
     fn backoff(&self) -> impl Iterator<Item = Duration> {
@@ -231,4 +373,11 @@ impl JobContext {
             .with_jitter()
             .build()
     }
+}
+
+fn db_error(e: sqlx::Error) -> JobError {
+    JobError::new(
+        ErrorCode::StorageError,
+        format!("recording the source: {e}"),
+    )
 }

@@ -16,7 +16,7 @@ use apalis::prelude::{BoxDynError, Data};
 use clipstash_db::transitions;
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus};
 use clipstash_queue::events::Publisher;
-use clipstash_sources::DirectHttp;
+use clipstash_sources::{DirectHttp, SecretKey, Ytdlp};
 use clipstash_storage::Storage;
 use futures_util::FutureExt;
 use sqlx::PgPool;
@@ -30,6 +30,12 @@ pub struct JobContext {
     pub pool: PgPool,
     pub storage: Storage,
     pub direct: DirectHttp,
+    /// yt-dlp for YouTube and other sites; `None` when off (such jobs fail
+    /// `ytdlp_unavailable`).
+    pub ytdlp: Option<Ytdlp>,
+    /// Opens a job's sealed cookies for yt-dlp (`CLIPSTASH_SECRET_KEY`); without it, a job
+    /// with cookies fails `cookies_unreadable`.
+    pub secret_key: Option<SecretKey>,
     /// Largest file accepted; the ingest pipeline's hard cap.
     pub max_file_bytes: u64,
     /// First attempt plus retries.
