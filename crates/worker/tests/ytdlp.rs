@@ -477,14 +477,18 @@ async fn a_worker_sigterm_with_a_ytdlp_job_running_leaves_no_process() {
         ("CLIPSTASH_MISSED_HEARTBEATS", "3".into()),
         ("CLIPSTASH_SHUTDOWN_GRACE", "1s".into()),
         ("CLIPSTASH_POLL_INTERVAL", "50ms".into()),
+        // yt-dlp's own socket timeout: long, so only our kill can end it within the test.
+        ("CLIPSTASH_IDLE_TIMEOUT", "60s".into()),
         ("CLIPSTASH_METRICS_LISTEN", format!("127.0.0.1:{port}")),
     ];
     let mut w = Proc::spawn("clipstash-worker", &["run"], &envs);
     wait_healthy(&w, &format!("http://127.0.0.1:{port}/healthz")).await;
-    let tag = "sigterm-held.mp4";
+    // Stalled: 1 KiB, then silence. yt-dlp sits in a socket read and writes nothing, so its
+    // stdout closing would not end it (a writer would die of the broken pipe).
+    let tag = "sigterm-stall.mp4";
     let id = submit(
         &env,
-        &media.url(&format!("/held/5000000/8/termgate/{tag}")),
+        &media.url(&format!("/stall/{tag}")),
         VideoSource::Ytdlp,
         RequestedSource::Ytdlp,
     )
@@ -502,5 +506,4 @@ async fn a_worker_sigterm_with_a_ytdlp_job_running_leaves_no_process() {
     // Handed back, not failed: another worker will run it.
     let job = env.job(id).await;
     assert_ne!(job.status.as_str(), "failed", "{:?}", job.error_message);
-    media.release("termgate");
 }
