@@ -11,9 +11,11 @@ mkdir -p "$dest"
 # The stamp covers the pinned versions only (file contents, not paths), so every clone shares it.
 stamp() { cat "$here/requirements.txt" "$here/package.json" | sha256sum | cut -c1-16; }
 want=$(stamp)
-if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$want" ]; then
+# Installed means the stamp matches and both binaries are there (a half-deleted cache is redone).
+if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$dest/venv/bin/moto_server" ] \
+   || [ ! -x "$dest/node_modules/.bin/azurite-blob" ]; then
   echo "installing storage emulators into $dest ..." >&2
-  rm -rf "$dest/venv" "$dest/node_modules"
+  rm -rf "$dest/venv" "$dest/node_modules" "$dest/package-lock.json"
   python3 -m venv "$dest/venv"
   "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
   command -v npm >/dev/null || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >&2; }
