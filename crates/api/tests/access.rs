@@ -445,7 +445,6 @@ async fn keys_create_list_revoke_through_the_real_binary() {
         ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
         ("CLIPSTASH_HTTP_WORKERS", "1".into()),
         ("CLIPSTASH_AUTH_CACHE_TTL", "1s".into()),
-        ("CLIPSTASH_YTDLP", "off".into()),
     ];
     let api = Proc::spawn("clipstash-api", &["serve"], &env);
     let base = format!("http://127.0.0.1:{port}");
@@ -502,7 +501,6 @@ async fn auth_off_is_announced_loudly() {
         ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
         ("CLIPSTASH_HTTP_WORKERS", "1".into()),
         ("CLIPSTASH_AUTH", "off".into()),
-        ("CLIPSTASH_YTDLP", "off".into()),
     ];
     let api = Proc::spawn("clipstash-api", &["serve"], &env);
     let base = format!("http://127.0.0.1:{port}");

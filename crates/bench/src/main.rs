@@ -67,7 +67,6 @@ async fn main() -> anyhow::Result<()> {
         ("CLIPSTASH_QUEUE", queue.name.clone()),
         ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
         ("CLIPSTASH_ALLOW_PRIVATE_NETWORKS", "true".to_string()),
-        ("CLIPSTASH_YTDLP", "off".to_string()),
         ("CLIPSTASH_POLL_INTERVAL", "20ms".to_string()),
         ("RUST_LOG", "warn".to_string()),
     ];

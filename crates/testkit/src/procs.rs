@@ -42,6 +42,9 @@ impl Proc {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            // Both binaries refuse to start without a working yt-dlp; tests that need it
+            // pass CLIPSTASH_YTDLP themselves (it overrides this).
+            .env("CLIPSTASH_YTDLP", "off")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

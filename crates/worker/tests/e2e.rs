@@ -49,7 +49,6 @@ impl Stack {
             ),
             ("CLIPSTASH_STORAGE_QUOTA_BYTES", (1u64 << 30).to_string()),
             ("CLIPSTASH_ALLOW_PRIVATE_NETWORKS", "true".into()),
-            ("CLIPSTASH_YTDLP", "off".into()),
             ("CLIPSTASH_HEARTBEAT_INTERVAL", "1s".into()),
             ("CLIPSTASH_MISSED_HEARTBEATS", "3".into()),
             ("CLIPSTASH_SHUTDOWN_GRACE", "2s".into()),

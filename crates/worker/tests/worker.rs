@@ -82,7 +82,9 @@ async fn failures_end_with_their_code_after_the_right_number_of_attempts() {
         ("/flaky/2/5000/3/a", "succeeded", None, 3, 3),
         ("/truncated/100000/1/a", "failed", Some("truncated"), 4, 4),
         ("/stall/a", "failed", Some("timeout"), 4, 4),
-        ("/html/a", "failed", Some("unsupported_content_type"), 1, 1),
+        // A web page under `auto` goes to yt-dlp, which this worker does not have
+        // (`direct` refusing a page is in ytdlp.rs).
+        ("/html/a", "failed", Some("ytdlp_unavailable"), 1, 1),
         ("/media/2000000/1/a", "failed", Some("file_too_large"), 1, 1),
         (
             "/chunked/2000000/1/a",

@@ -507,3 +507,70 @@ async fn a_worker_sigterm_with_a_ytdlp_job_running_leaves_no_process() {
     let job = env.job(id).await;
     assert_ne!(job.status.as_str(), "failed", "{:?}", job.error_message);
 }
+
+/// `DELETE` of a running yt-dlp job: the worker drops the attempt, which kills yt-dlp's
+/// process group (the contract between the cancel and the yt-dlp source), and nothing of
+/// the job is stored or counted.
+#[tokio::test]
+async fn cancelling_a_running_ytdlp_job_kills_its_process_group_and_keeps_nothing() {
+    let env = Env::new().await;
+    let media = MediaServer::start().await;
+    let api = api(&env, "127.0.0.1").await;
+    let mut s = with_ytdlp(&env);
+    // Far beyond every wait below: only the cancel can end the attempt.
+    s.attempt_timeout = Duration::from_secs(600);
+    let worker = env.start_worker(s).await;
+    let tag = "ytdlp-cancel.mp4";
+    let path = format!("/held/5000000/8/ytcancel/{tag}");
+    let client = reqwest::Client::new();
+    let job: Value = client
+        .post(format!("{}/v1/downloads", api.base))
+        .json(&json!({ "url": media.url(&path) }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["source"], "ytdlp", "{job}");
+    let id: Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    // yt-dlp is running and its bytes are flowing into the upload.
+    wait_for("yt-dlp streaming the media", LIMIT, || async {
+        let running = !processes_with_arg(tag).is_empty();
+        let view: Value = client
+            .get(format!("{}/v1/downloads/{id}", api.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let moving = view["progress"]["bytes_done"].as_u64().unwrap_or(0) > 0;
+        (running && moving).then_some(())
+    })
+    .await;
+
+    let r = client
+        .delete(format!("{}/v1/downloads/{id}", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["status"], "cancelled", "{view}");
+
+    no_process_with(tag).await;
+    wait_for("the source connection to close", LIMIT, || async {
+        (media.sending(&path) == 0).then_some(())
+    })
+    .await;
+    let row = env.job(id).await;
+    assert_eq!(row.status.as_str(), "cancelled");
+    assert_eq!((row.size_bytes, row.error_code), (None, None));
+    assert!(!env.object_path(id).exists());
+    assert_eq!(env.usage().await, (0, 0));
+    let hits = media.hits(&path);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(media.hits(&path), hits, "not run again");
+    worker.shutdown().await;
+}

@@ -101,7 +101,7 @@ impl JobContext {
             tracing::info!(%id, attempt = attempts, source = %spec.source, "downloading");
             let attempt = tokio::time::timeout(
                 self.attempt_timeout,
-                self.attempt(&spec, &job.url, &mut download, &cancel),
+                self.attempt(&spec, &job.url, &mut download, cancel),
             );
             // A cancelled attempt ends by itself within moments (its stream errors); one stuck
             // elsewhere (a hanging abort) is dropped after a grace.
