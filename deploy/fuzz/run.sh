@@ -45,9 +45,14 @@ trap cleanup EXIT
 psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 export DATABASE_URL=$db_url REDIS_URL=$redis CLIPSTASH_QUEUE=$queue
 export CLIPSTASH_STORAGE_DIR=$work/storage CLIPSTASH_ALLOW_PRIVATE_NETWORKS=false CLIPSTASH_EGRESS_ALLOW=
+# A key of this run's own, so submits with cookies are taken (sealed) as in production.
+export CLIPSTASH_SECRET_KEY=$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())')
 "$bin/clipstash-api" migrate
 # High limits: the run tests the routes, not the limiter (it has its own tests).
-key=$("$bin/clipstash-api" keys create --name fuzz --rate 100000 --max-active 100000 2>/dev/null | head -n1)
+# Its whole output first (line 1 the key, line 2 its webhook secret): `| head -n1` could close
+# the pipe before the second line and fail the run on a broken pipe.
+created=$("$bin/clipstash-api" keys create --name fuzz --rate 100000 --max-active 100000 2>/dev/null)
+key=${created%%$'\n'*}
 
 CLIPSTASH_LISTEN=127.0.0.1:$api_port CLIPSTASH_HTTP_WORKERS=2 \
   "$bin/clipstash-api" serve >"$work/api.log" 2>&1 &

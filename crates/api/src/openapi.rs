@@ -113,6 +113,7 @@ impl ToSchema for Media {
         downloads::JobPage,
         downloads::CreateDownload,
         storage::StorageView,
+        events::SseEvent,
         videos::VideoInfoView,
         videos::FormatView,
         storage::ProviderView,

@@ -98,6 +98,8 @@ pub enum ErrorCode {
     SourceRateLimited,
     SourceServerError,
     ConnectionFailed,
+    /// The URL's host name does not exist (the resolver says so definitively).
+    HostNotFound,
     Timeout,
     Truncated,
     TooManyRedirects,
@@ -175,6 +177,7 @@ impl ErrorCode {
             SourceRateLimited => (Transient, 503),
             SourceServerError => (Transient, 502),
             ConnectionFailed => (Transient, 502),
+            HostNotFound => (Permanent, 404),
             Timeout => (Transient, 504),
             Truncated => (Transient, 502),
             TooManyRedirects => (Permanent, 502),

@@ -59,17 +59,18 @@ pub struct CreateDownload {
     /// `auto` (default): hosts on `CLIPSTASH_YTDLP_HOSTS` (YouTube and other video sites) go
     /// to yt-dlp, other URLs are fetched directly, and a direct link that answers with a web
     /// page is handed to yt-dlp. `direct` or `ytdlp` force one.
-    #[serde(default)]
     #[schema(value_type = Option<RequestedSourceSchema>)]
-    pub source: RequestedSource,
+    pub source: Option<RequestedSource>,
     /// A yt-dlp format selector (`b`, `18`, `b[ext=mp4]`, `b[height<=720]/b`): letters,
     /// digits and `_-.,/[]<>=!?*^$~:()`, at most 200 characters. No `+`: merged formats are
     /// not supported. Default: `b`, the best single file.
     #[schema(max_length = 200, pattern = r"^[A-Za-z0-9_.,/\[\]<>=!?*^$~:()-]+$")]
     pub format: Option<String>,
-    /// The tallest video wanted, 144-4320 (yt-dlp sources).
-    #[schema(minimum = 144, maximum = 4320)]
-    pub max_height: Option<i64>,
+    /// The tallest video wanted, 144-4320. Like `format`, it shapes yt-dlp runs only: a job
+    /// that runs as a direct download keeps it in its view and fetches the link as it is.
+    /// (A JSON number with no fraction: `720` or `720.0`.)
+    #[schema(value_type = Option<i64>, minimum = 144, maximum = 4320)]
+    pub max_height: Option<f64>,
     /// Cookies for the site (a signed-in session, for videos that need one): Netscape
     /// `cookies.txt` text, or a `{name: value}` object for the URL's domain. At most 64 KiB.
     /// Encrypted at rest, erased when the job ends, never shown by any response. The server
@@ -112,8 +113,8 @@ pub fn validate_format(raw: &str) -> Result<String, ApiError> {
 }
 
 /// Checks `max_height`: 144-4320.
-pub fn validate_max_height(h: i64) -> Result<i32, ApiError> {
-    if MAX_HEIGHT_RANGE.contains(&h) {
+pub fn validate_max_height(h: f64) -> Result<i32, ApiError> {
+    if h.fract() == 0.0 && MAX_HEIGHT_RANGE.contains(&(h as i64)) {
         Ok(h as i32)
     } else {
         Err(ApiError::new(
@@ -359,7 +360,8 @@ pub async fn create_download(
     let format = body.format.as_deref().map(validate_format).transpose()?;
     let max_height = body.max_height.map(validate_max_height).transpose()?;
     let id = Uuid::now_v7();
-    let source = match body.source {
+    let requested = body.source.unwrap_or(RequestedSource::Auto);
+    let source = match requested {
         RequestedSource::Direct => VideoSource::Direct,
         RequestedSource::Auto => state.ytdlp_hosts.route(&url),
         RequestedSource::Ytdlp => match state.ytdlp_hosts.route(&url) {
@@ -367,21 +369,12 @@ pub async fn create_download(
             _ => VideoSource::Ytdlp,
         },
     };
-    if source == VideoSource::Direct
-        && body.source == RequestedSource::Direct
-        && (format.is_some() || max_height.is_some())
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "format and max_height apply to yt-dlp; not with source: direct",
-        ));
-    }
     let sealed = seal_cookies(body.cookies.as_ref(), &url, id, state.secret_key.as_ref())?;
     let new_job = NewJob {
         id,
         url: url.as_str(),
         source,
-        requested: body.source,
+        requested,
         format: format.as_deref(),
         max_height,
         cookies_sealed: sealed.as_deref(),

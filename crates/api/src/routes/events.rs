@@ -40,6 +40,17 @@ const STREAMS_RETRY_AFTER_SECS: u32 = 5;
 /// status); `event: progress` carries `{bytes_done, bytes_total, speed_bps, eta_s}` a few
 /// times a second while the job runs; lines starting with `:` are keep-alives. The stream
 /// ends after a state of `succeeded`, `failed` or `cancelled`.
+/// One Server-Sent Event of a job's stream, as its fields arrive on the wire.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: the stream is written as text
+pub struct SseEvent {
+    /// `state` (`data` is a `JobView`) or `progress` (`data` is a `ProgressView`).
+    #[schema(example = "progress")]
+    event: String,
+    /// The JSON document of the event, on one line.
+    data: String,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/downloads/{id}/events",
@@ -47,7 +58,7 @@ const STREAMS_RETRY_AFTER_SECS: u32 = 5;
     params(("id" = Uuid, Path, description = "The job's id.")),
     responses(
         (status = 200, description = "Server-Sent Events until the job ends: `event: state` with a `JobView`, `event: progress` with a `ProgressView`, `:` keep-alive comments.",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = SseEvent),
         (status = 400, description = "`invalid_id`: not a UUID.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this key.", body = ErrorBody),
     ),

@@ -110,6 +110,7 @@ impl VideoInfoService {
 #[into_params(parameter_in = Query)]
 pub struct InfoQuery {
     /// The video's page (or media) URL: absolute http(s), at most 2048 characters.
+    #[param(min_length = 1, max_length = 2048, format = Uri, pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*(?::[1-9][0-9]{0,3})?(?:/(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|/)*)?(?:\?(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?(?:#(?:[A-Za-z0-9._~:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2}|[/?])*)?$", example = "https://www.youtube.com/shorts/VIDEO_ID")]
     pub url: String,
 }
 

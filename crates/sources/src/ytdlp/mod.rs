@@ -369,10 +369,17 @@ pub async fn check_egress(egress: &EgressPolicy, url: &str) -> Result<(), JobErr
     if let Some(url::Host::Domain(name)) = parsed.host() {
         let port = parsed.port_or_known_default().unwrap_or(0);
         let addrs = tokio::net::lookup_host((name, port)).await.map_err(|e| {
-            JobError::new(
-                ErrorCode::ConnectionFailed,
-                format!("resolving {name}: {e}"),
-            )
+            // glibc's EAI_NONAME / EAI_NODATA: the name does not exist, asking again will not
+            // change that; anything else (EAI_AGAIN, a resolver outage) may pass.
+            let text = e.to_string();
+            let code = if text.contains("Name or service not known")
+                || text.contains("No address associated with hostname")
+            {
+                ErrorCode::HostNotFound
+            } else {
+                ErrorCode::ConnectionFailed
+            };
+            JobError::new(code, format!("resolving {name}: {e}"))
         })?;
         for a in addrs {
             egress.check_resolved(name, a.ip()).map_err(forbidden)?;
