@@ -394,8 +394,8 @@ async fn auto_routes_listed_hosts_to_ytdlp_and_requests_are_validated() {
             "invalid_request",
         ),
         (
-            json!({"url": media.url("/x"), "source": "direct", "format": "b"}),
-            "invalid_request",
+            json!({"url": media.url("/x"), "max_height": 720.5}),
+            "invalid_max_height",
         ),
     ] {
         let r = post(body.clone()).await;
@@ -403,6 +403,20 @@ async fn auto_routes_listed_hosts_to_ytdlp_and_requests_are_validated() {
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"]["code"], code, "{body}: {e}");
     }
+    // Taken as the contract says: yt-dlp options on a direct job are kept and have no
+    // effect, `null` is `auto`, and a whole number may be written 720.0.
+    let r = post(json!({"url": media.url("/media/1000/6/opts"), "source": "direct", "format": "b", "max_height": 720.0})).await;
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&job["source"], &job["format"], &job["max_height"]),
+        (&json!("direct"), &json!("b"), &json!(720)),
+        "{job}"
+    );
+    let r = post(json!({"url": media.url("/media/1000/7/null"), "source": null})).await;
+    assert_eq!(r.status(), 202);
+    let job: Value = r.json().await.unwrap();
+    assert_eq!(job["requested_source"], "auto", "{job}");
     worker.shutdown().await;
 }
 
