@@ -32,10 +32,6 @@ async fn redis_restart_without_persistence_loses_no_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug (issue 9): under a loaded machine, workers can stop taking jobs after a \
-            Redis stall (no log after the pause, no apalis restart); seen once in CI after the \
-            progress/events merge, 0 of 4 runs alone. Run: cargo test -p clipstash-chaos \
-            --test chaos -- --ignored; just chaos redis-pause"]
 async fn redis_paused_refuses_or_accepts_but_loses_nothing_and_readyz_names_it() {
     scenario("redis-pause").await;
 }

@@ -2,7 +2,7 @@
 //! into object storage, recording states, attempts and storage usage in Postgres.
 //!
 //! - [`settings`]: the command line; [`startup`]: connect, bind `/metrics`, run, drain;
-//! - [`supervisor`]: the apalis monitor, restarts and hand-back;
+//! - [`supervisor`]: the apalis monitor, restarts and hand-back; [`poll`]: its wake-up timer;
 //! - [`job`]: one job: claim, the attempt loop with backoff, the outcome;
 //! - [`sweeper`]: re-enqueues what Redis lost, prunes finished jobs, applies retention;
 //! - [`webhooks`]: delivers the webhook outbox, signed, with retries.
@@ -12,6 +12,7 @@
 //! attempt loop and reports every job outcome to apalis as done.
 
 pub mod job;
+pub mod poll;
 pub mod settings;
 pub mod startup;
 pub mod storage_cmd;

@@ -9,6 +9,7 @@ use clipstash_queue::Queue;
 use tokio_util::sync::CancellationToken;
 
 use crate::job::{self, JobContext};
+use crate::poll::Every;
 use crate::settings::Settings;
 
 /// Takes jobs until `shutdown` fires, restarting the apalis worker whenever it stops on its
@@ -33,7 +34,7 @@ pub async fn supervise(
         let monitor = Monitor::new()
             .register(move |_| {
                 WorkerBuilder::new(worker_name.clone())
-                    .backend(storage.clone().poll_with_interval(poll))
+                    .backend(storage.clone().poll_with_strategy(Every::new(poll)))
                     .data(ctx.clone())
                     .concurrency(concurrency)
                     .build(job::handle)
