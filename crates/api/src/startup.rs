@@ -20,10 +20,13 @@ use crate::auth::{Access, AuthMode, KeyCache, RateLimiter, StreamLimiter};
 use crate::events::Live;
 use crate::settings::Settings;
 use crate::{MAX_BODY_BYTES, error, middleware, routes};
+use clipstash_db::batch::JobInserter;
 
 /// Shared state of every request handler.
 pub struct AppState {
     pub pool: PgPool,
+    /// Group-commits the inserts of submits without an API key (`clipstash_db::batch`).
+    pub inserter: JobInserter,
     pub queue: Queue,
     pub storage: Storage,
     pub access: Access,
@@ -122,7 +125,13 @@ impl Application {
             cache_conn,
             &common.redis.queue,
         );
+        // A quarter of the pool writes batches; the rest serves everything else.
+        let inserter = JobInserter::spawn(
+            pool.clone(),
+            (common.database.db_max_connections as usize / 4).max(1),
+        );
         let state = web::Data::new(AppState {
+            inserter,
             pool,
             queue,
             storage,

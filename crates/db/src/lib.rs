@@ -3,6 +3,7 @@
 //! stored files and per-provider usage in [`usage`]; API keys in [`keys`]; the job view
 //! ([`view`]) and the webhook outbox ([`webhooks`]).
 
+pub mod batch;
 pub mod jobs;
 pub mod keys;
 pub mod transitions;

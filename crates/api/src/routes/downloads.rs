@@ -385,7 +385,9 @@ pub async fn create_download(
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
     let job = match (&idempotency, owner) {
-        (None, None) => jobs::insert_new_job(&state.pool, &new_job)
+        (None, None) => state
+            .inserter
+            .insert(&new_job)
             .await
             .map_err(ApiError::database)?,
         (None, Some((key_id, cap))) => {

@@ -1,0 +1,131 @@
+//! Group commit of submits (`clipstash_db::batch`) against a real Postgres.
+
+use std::collections::HashSet;
+
+use clipstash_db::batch::{JobInserter, MAX_BATCH};
+use clipstash_db::jobs::{self, NewJob};
+use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
+use clipstash_testkit::TestDb;
+use futures_util::future::join_all;
+use uuid::Uuid;
+
+/// Concurrent submits share commits, and each caller gets back exactly its own row, with
+/// every option it asked for, already in the table.
+#[tokio::test]
+async fn concurrent_inserts_share_one_statement_and_each_gets_its_own_row() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let ids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+    let urls: Vec<String> = (0..100)
+        .map(|i| format!("https://a.example/{i}.mp4"))
+        .collect();
+    let callback = "https://hooks.example/done";
+    // One task polls them all: every submit is queued before the batching task runs.
+    let rows = join_all(ids.iter().zip(&urls).enumerate().map(|(i, (id, url))| {
+        let inserter = inserter.clone();
+        async move {
+            let job = NewJob {
+                requested: RequestedSource::Ytdlp,
+                format: Some("best"),
+                max_height: Some(720),
+                cookies_sealed: Some(&[1, 2, 3]),
+                callback_url: (i % 2 == 0).then_some(callback),
+                ..NewJob::new(*id, url, VideoSource::Ytdlp)
+            };
+            inserter.insert(&job).await.unwrap()
+        }
+    }))
+    .await;
+    for ((row, id), url) in rows.iter().zip(&ids).zip(&urls) {
+        assert_eq!(row.id, *id);
+        assert_eq!(&row.url, url);
+        assert_eq!(row.status, JobStatus::Queued);
+        let stored = jobs::get_job(&db.pool, *id)
+            .await
+            .unwrap()
+            .expect("row committed");
+        assert_eq!(stored.url, *url);
+    }
+    assert_eq!(rows.iter().filter(|r| r.callback_url.is_some()).count(), 50);
+    let sealed = jobs::sealed_cookies(&db.pool, ids[0]).await.unwrap();
+    assert_eq!(sealed.as_deref(), Some(&[1u8, 2, 3][..]));
+    // `created_at` is the transaction's start time: one value per statement.
+    let statements: HashSet<_> = rows.iter().map(|r| r.created_at).collect();
+    assert_eq!(
+        statements.len(),
+        1,
+        "100 queued submits took {} statements",
+        statements.len()
+    );
+}
+
+/// More than a batch's worth at once is split, and nothing is lost.
+#[tokio::test]
+async fn a_burst_larger_than_a_batch_is_split_and_all_rows_arrive() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 2);
+    let n = MAX_BATCH * 2 + 7;
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let rows = join_all(ids.iter().map(|id| {
+        let inserter = inserter.clone();
+        async move {
+            inserter
+                .insert(&NewJob::new(
+                    *id,
+                    "https://a.example/v.mp4",
+                    VideoSource::Direct,
+                ))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(rows.len(), n);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count as usize, n);
+    let statements: HashSet<_> = rows.iter().map(|r| r.created_at).collect();
+    assert!(
+        statements.len() >= 3,
+        "{} statements for {n} rows",
+        statements.len()
+    );
+}
+
+/// When Postgres refuses the batch, every caller in it gets the error: none hangs, none is
+/// told its job exists.
+#[tokio::test]
+async fn a_failed_batch_fails_every_caller_in_it() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let taken = Uuid::now_v7();
+    inserter
+        .insert(&NewJob::new(
+            taken,
+            "https://a.example/v.mp4",
+            VideoSource::Direct,
+        ))
+        .await
+        .unwrap();
+    // The second of these reuses a primary key, so their shared statement fails.
+    let ids = [Uuid::now_v7(), taken, Uuid::now_v7()];
+    let results = join_all(ids.iter().map(|id| {
+        let inserter = inserter.clone();
+        async move {
+            inserter
+                .insert(&NewJob::new(
+                    *id,
+                    "https://a.example/w.mp4",
+                    VideoSource::Direct,
+                ))
+                .await
+        }
+    }))
+    .await;
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    for id in [ids[0], ids[2]] {
+        assert!(jobs::get_job(&db.pool, id).await.unwrap().is_none());
+    }
+}
