@@ -165,27 +165,14 @@ impl Reservation<'_> {
     }
 }
 
-/// Chunks queued for the hashing thread: about 1 MiB at reqwest's usual 16 KiB chunks, so the
-/// hash never holds up the socket for long, and memory stays bounded.
-const HASH_QUEUE_CHUNKS: usize = 64;
-
-/// Copies the body into the upload, counting and capping on the way. SHA-256 runs on a
-/// thread of its own, fed through a bounded queue, so hashing (about 2 GB/s with SHA-NI)
-/// overlaps reading the socket instead of adding to it.
+/// Copies the body into the upload, counting, capping and hashing on the way.
 async fn copy(
     media: Media,
     upload: &mut WriteMultipart,
     max_bytes: u64,
     quota: &mut Reservation<'_>,
 ) -> Result<(u64, String), JobError> {
-    let (to_hasher, mut chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASH_QUEUE_CHUNKS);
-    let hasher = tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = chunks.blocking_recv() {
-            hasher.update(&chunk);
-        }
-        hex::encode(hasher.finalize())
-    });
+    let mut hasher = Sha256::new();
     let mut size: u64 = 0;
     let mut body = media.body;
     while let Some(chunk) = body.next().await {
@@ -195,15 +182,11 @@ async fn copy(
             return Err(too_large(size, max_bytes));
         }
         quota.cover(size, max_bytes).await?;
+        hasher.update(&chunk);
         upload
             .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
             .await
             .map_err(|e| JobError::new(ErrorCode::StorageError, format!("writing: {e}")))?;
-        // A clone of `Bytes` shares the buffer: no copy for the hasher.
-        to_hasher
-            .send(chunk.clone())
-            .await
-            .map_err(|_| hashing_failed())?;
         upload.put(chunk);
     }
     if let Some(len) = media.expected_len.filter(|&l| l != size) {
@@ -212,14 +195,7 @@ async fn copy(
             format!("got {size} of {len} bytes"),
         ));
     }
-    // The queue closes here, so the thread finishes the hash and returns it.
-    drop(to_hasher);
-    let sha256 = hasher.await.map_err(|_| hashing_failed())?;
-    Ok((size, sha256))
-}
-
-fn hashing_failed() -> JobError {
-    JobError::new(ErrorCode::InternalError, "the hashing thread failed")
+    Ok((size, hex::encode(hasher.finalize())))
 }
 
 fn too_large(size: u64, max: u64) -> JobError {
