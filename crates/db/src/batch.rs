@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::jobs::{JOB_COLUMNS, JobRow, NewJob};
 
-/// Most rows in one `INSERT` (10 parameters each, well under Postgres' 65,535).
+/// Most rows in one `INSERT`.
 pub const MAX_BATCH: usize = 256;
 
 /// What a caller gets back: its row, or the error its batch met (shared by the batch).
@@ -72,6 +72,12 @@ impl JobInserter {
 }
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
+    // Open the connections batches are written on before the first burst needs them: a
+    // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
+    let warm =
+        futures_util::future::join_all((0..slots.available_permits()).map(|_| pool.acquire()))
+            .await;
+    drop(warm);
     while let Some(first) = rx.recv().await {
         // Wait for a free slot before taking the batch: while every slot is busy, submits
         // keep queueing and the next batch grows.
@@ -93,25 +99,37 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, slots: Arc<Semaphore
     }
 }
 
-/// One multi-row `INSERT`; every caller of the batch gets its row or the shared error.
+/// One `INSERT` of the whole batch; every caller of it gets its row or the shared error.
+/// The rows travel as one array per column (`UNNEST`), so every batch size is the same
+/// statement, prepared once per connection.
 async fn write(pool: &PgPool, batch: Vec<Pending>) {
-    let mut query = QueryBuilder::<Postgres>::new(
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
+    let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
+    let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
+    let requested: Vec<&str> = batch.iter().map(|p| p.requested.as_str()).collect();
+    let formats: Vec<Option<&str>> = batch.iter().map(|p| p.format.as_deref()).collect();
+    let heights: Vec<Option<i32>> = batch.iter().map(|p| p.max_height).collect();
+    let cookies: Vec<Option<&[u8]>> = batch.iter().map(|p| p.cookies_sealed.as_deref()).collect();
+    let callbacks: Vec<Option<&str>> = batch.iter().map(|p| p.callback_url.as_deref()).collect();
+    let query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO jobs (id, url, source, status, requested_source, format, max_height, \
-         cookies_sealed, callback_url) ",
-    );
-    query.push_values(&batch, |mut row, p| {
-        row.push_bind(p.id)
-            .push_bind(&p.url)
-            .push_bind(p.source)
-            .push_bind(JobStatus::Queued)
-            .push_bind(p.requested)
-            .push_bind(&p.format)
-            .push_bind(p.max_height)
-            .push_bind(&p.cookies_sealed)
-            .push_bind(&p.callback_url);
-    });
-    query.push(format_args!(" RETURNING {JOB_COLUMNS}"));
-    match query.build_query_as::<JobRow>().fetch_all(pool).await {
+         cookies_sealed, callback_url) \
+         SELECT id, url, source, $9, requested_source, format, max_height, cookies_sealed, callback_url \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
+         $7::bytea[], $8::text[]) \
+         AS b(id, url, source, requested_source, format, max_height, cookies_sealed, callback_url) \
+         RETURNING {JOB_COLUMNS}"
+    )))
+    .bind(ids)
+    .bind(urls)
+    .bind(sources)
+    .bind(requested)
+    .bind(formats)
+    .bind(heights)
+    .bind(cookies)
+    .bind(callbacks)
+    .bind(JobStatus::Queued);
+    match query.fetch_all(pool).await {
         Ok(rows) => {
             let mut rows: HashMap<Uuid, JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
             for p in batch {
