@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 /// A job row as stored. `status`, `source` and `error_code` decode into their enums: a row
 /// holding an unknown value is a decode error, never a silent default.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct JobRow {
     pub id: Uuid,
     pub url: String,

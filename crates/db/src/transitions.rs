@@ -3,7 +3,7 @@
 //! `clipstash_domain::job` is enforced here and nowhere else.
 
 use clipstash_domain::{ErrorCode, JobStatus, StoredObject, Transition};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::jobs::{JOB_COLUMNS, JobRow, Owner};
@@ -31,11 +31,15 @@ pub async fn is_locked(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::
 }
 
 /// Result of trying to start an attempt.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Claim {
     /// The job is ours; `attempts` counts this attempt; `first_start` is true when the job
-    /// had never started before.
-    Claimed { attempts: i32, first_start: bool },
+    /// had never started before; `job` is its row as the claim left it.
+    Claimed {
+        attempts: i32,
+        first_start: bool,
+        job: Box<JobRow>,
+    },
     /// Another live session holds the job's lock: it is running elsewhere right now.
     Busy,
     /// Cancelled, finished or unknown: nothing to do.
@@ -43,33 +47,37 @@ pub enum Claim {
 }
 
 /// [`Transition::Claim`]: takes the job's lock on `conn` and marks it running, counting the
-/// attempt. A job left `running` by a dead worker is claimable again (its lock died with it).
+/// attempt, and returns the row (what the submit asked for) in the same round trip. A job
+/// left `running` by a dead worker is claimable again (its lock died with it).
 pub async fn claim(conn: &mut PgConnection, id: Uuid) -> Result<Claim, sqlx::Error> {
     let t = Transition::Claim;
-    let row: Option<(bool, Option<i32>, Option<bool>)> = sqlx::query_as(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH l AS (SELECT pg_try_advisory_lock($2) AS got), \
          u AS (UPDATE jobs SET status = $3, attempts = attempts + 1, \
                  started_at = COALESCE(started_at, now()), updated_at = now() \
                FROM l WHERE l.got AND id = $1 AND status = ANY($4) \
-               RETURNING attempts, (attempts = 1) AS first) \
-         SELECT l.got, u.attempts, u.first FROM l LEFT JOIN u ON true",
-    )
+               RETURNING {JOB_COLUMNS}, (attempts = 1) AS first) \
+         SELECT l.got, u.first, {JOB_COLUMNS} FROM l LEFT JOIN u ON true"
+    )))
     .bind(id)
     .bind(lock_key(id))
     .bind(t.to())
     .bind(t.from_names())
-    .fetch_optional(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    match row {
-        Some((true, Some(attempts), first)) => Ok(Claim::Claimed {
+    let got: bool = row.try_get("got")?;
+    let attempts: Option<i32> = row.try_get("attempts")?;
+    match (got, attempts) {
+        (true, Some(attempts)) => Ok(Claim::Claimed {
             attempts,
-            first_start: first.unwrap_or(false),
+            first_start: row.try_get::<Option<bool>, _>("first")?.unwrap_or(false),
+            job: Box::new(JobRow::from_row(&row)?),
         }),
-        Some((true, None, _)) => {
+        (true, None) => {
             release(conn, id).await?;
             Ok(Claim::NotRunnable)
         }
-        _ => Ok(Claim::Busy),
+        (false, _) => Ok(Claim::Busy),
     }
 }
 
@@ -146,12 +154,30 @@ pub async fn complete(
     obj: &StoredObject,
 ) -> Result<Option<Usage>, sqlx::Error> {
     let t = Transition::Succeed;
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let moved = sqlx::query(
-        "UPDATE jobs SET status = $7, provider = $2, object_key = $3, size_bytes = $4, sha256 = $5, \
-         content_type = $6, error_code = NULL, error_message = NULL, \
-         finished_at = COALESCE(finished_at, now()), updated_at = now() \
-         WHERE id = $1 AND status = ANY($8)",
+    // One statement, so one round trip and one commit: move the job, queue its webhook,
+    // record the file (once), turn the reservation into usage in the job's shard, and
+    // return the provider's total (the other shards as they were, plus ours as it is now).
+    // Every part hangs off `u`: when the job did not move (cancelled meanwhile), nothing is
+    // written and no row comes back.
+    sqlx::query_as(
+        "WITH u AS (UPDATE jobs SET status = $7, provider = $2, object_key = $3, size_bytes = $4, \
+                sha256 = $5, content_type = $6, error_code = NULL, error_message = NULL, \
+                finished_at = COALESCE(finished_at, now()), updated_at = now() \
+                WHERE id = $1 AND status = ANY($8) RETURNING id, callback_url), \
+         w AS (INSERT INTO webhook_deliveries (id, job_id, url) \
+               SELECT $9, id, callback_url FROM u WHERE callback_url IS NOT NULL), \
+         f AS (INSERT INTO stored_files (job_id, provider, object_key, size_bytes) \
+               SELECT id, $2, $3, $4 FROM u ON CONFLICT (job_id) DO NOTHING RETURNING size_bytes), \
+         r AS (DELETE FROM storage_reservations WHERE job_id = $1 AND EXISTS (SELECT 1 FROM u)), \
+         up AS (INSERT INTO storage_usage (provider, shard, bytes_used, file_count) \
+                SELECT $2, $10, COALESCE((SELECT SUM(size_bytes) FROM f), 0), (SELECT count(*) FROM f) FROM u \
+                ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
+                file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
+                RETURNING bytes_used, file_count) \
+         SELECT $2::text AS provider, \
+                (up.bytes_used + (SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $2 AND shard <> $10))::bigint AS bytes_used, \
+                (up.file_count + (SELECT COALESCE(SUM(file_count), 0) FROM storage_usage WHERE provider = $2 AND shard <> $10))::bigint AS file_count \
+         FROM up",
     )
     .bind(id)
     .bind(obj.provider.as_str())
@@ -161,48 +187,10 @@ pub async fn complete(
     .bind(&obj.content_type)
     .bind(t.to())
     .bind(t.from_names())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    crate::webhooks::enqueue(&mut tx, id).await?;
-    let inserted = sqlx::query(
-        "INSERT INTO stored_files (job_id, provider, object_key, size_bytes) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (job_id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(obj.provider.as_str())
-    .bind(&obj.object_key)
-    .bind(obj.size_bytes)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    // One statement: count the file in its shard, turn the job's reservation into that usage
-    // (delete it), and return the provider's total (the other shards as they were, plus ours
-    // as it is now).
-    let usage: Usage = sqlx::query_as(
-        "WITH r AS (DELETE FROM storage_reservations WHERE job_id = $5), \
-         up AS (INSERT INTO storage_usage (provider, shard, bytes_used, file_count) VALUES ($1, $2, $3, $4) \
-                ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
-                file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
-                RETURNING bytes_used, file_count) \
-         SELECT $1::text AS provider, \
-                (up.bytes_used + (SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $1 AND shard <> $2))::bigint AS bytes_used, \
-                (up.file_count + (SELECT COALESCE(SUM(file_count), 0) FROM storage_usage WHERE provider = $1 AND shard <> $2))::bigint AS file_count \
-         FROM up",
-    )
-    .bind(obj.provider.as_str())
+    .bind(Uuid::now_v7())
     .bind(shard_of(id))
-    .bind(if inserted == 1 { obj.size_bytes } else { 0 })
-    .bind(inserted as i64)
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Some(usage))
+    .fetch_optional(conn)
+    .await
 }
 
 /// What a DELETE did to a job.

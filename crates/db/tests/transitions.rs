@@ -28,13 +28,17 @@ async fn completing_twice_counts_the_file_once() {
     let db = TestDb::new().await;
     let id = queued(&db).await;
     let mut conn = db.pool.acquire().await.unwrap();
-    assert!(matches!(
-        transitions::claim(&mut conn, id).await.unwrap(),
-        Claim::Claimed {
-            attempts: 1,
-            first_start: true
-        }
-    ));
+    let Claim::Claimed {
+        attempts: 1,
+        first_start: true,
+        job,
+    } = transitions::claim(&mut conn, id).await.unwrap()
+    else {
+        panic!("a queued job is claimed on its first attempt");
+    };
+    // The claim hands back the row as it left it.
+    assert_eq!((job.id, job.status, job.attempts), (id, JobStatus::Running, 1));
+    assert_eq!(job.url, "https://a.example/v.mp4");
     let first = transitions::complete(&mut conn, id, &object(id, 1000))
         .await
         .unwrap()
@@ -81,7 +85,8 @@ async fn a_job_held_by_one_session_is_busy_for_another() {
         transitions::claim(&mut other, id).await.unwrap(),
         Claim::Claimed {
             attempts: 2,
-            first_start: false
+            first_start: false,
+            ..
         }
     ));
 }

@@ -45,10 +45,12 @@ impl JobContext {
         let id = job.job_id;
         // Guarded before the claim runs: dropped at any point, the connection is closed.
         let mut conn = LockedConn::new(self.pool.acquire().await?, id);
-        let mut attempts = match transitions::claim(conn.get(), id).await? {
+        // The claim returns the row: what the submit asked for (source, format, height).
+        let (mut attempts, spec) = match transitions::claim(conn.get(), id).await? {
             Claim::Claimed {
                 attempts,
                 first_start,
+                job: spec,
             } => {
                 if first_start {
                     let waited = (Utc::now() - job.enqueued_at)
@@ -57,7 +59,7 @@ impl JobContext {
                         / 1e6;
                     record_queue_wait(Task::ProcessDownload, waited);
                 }
-                attempts
+                (attempts, spec)
             }
             Claim::Busy => {
                 tracing::info!(%id, "already running on another worker; dropping this delivery");
@@ -69,11 +71,6 @@ impl JobContext {
                 conn.unlocked();
                 return Ok(());
             }
-        };
-        // What the submit asked for (source, format, height) lives on the row.
-        let Some(spec) = jobs::get_job(&self.pool, id).await? else {
-            conn.release().await?;
-            return Ok(());
         };
         let registration = self.cancels.register(id);
         let cancel = registration.token();
