@@ -50,6 +50,11 @@ struct Args {
     /// handler behind the HTTP metrics middleware, alternating, best of 3 each).
     #[arg(long, default_value_t = 20_000)]
     middleware_requests: usize,
+    /// Folder the local storage provider writes under (a fresh subfolder per run; default:
+    /// the system temp folder). Pointing it at a tmpfs such as /dev/shm takes the
+    /// filesystem's cost out of the small-job figure (docs/BENCHMARKS.md).
+    #[arg(long, value_name = "DIR")]
+    storage_dir: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -60,7 +65,11 @@ async fn main() -> anyhow::Result<()> {
     let db = TestDb::new().await;
     let queue = TestQueue::new();
     let media = MediaServer::start().await;
-    let storage = std::env::temp_dir().join(format!("cs-bench-{}", std::process::id()));
+    let storage = args
+        .storage_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("cs-bench-{}", std::process::id()));
     let env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("REDIS_URL", clipstash_testkit::redis_url()),
