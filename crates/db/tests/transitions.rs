@@ -37,7 +37,10 @@ async fn completing_twice_counts_the_file_once() {
         panic!("a queued job is claimed on its first attempt");
     };
     // The claim hands back the row as it left it.
-    assert_eq!((job.id, job.status, job.attempts), (id, JobStatus::Running, 1));
+    assert_eq!(
+        (job.id, job.status, job.attempts),
+        (id, JobStatus::Running, 1)
+    );
     assert_eq!(job.url, "https://a.example/v.mp4");
     let first = transitions::complete(&mut conn, id, &object(id, 1000))
         .await
