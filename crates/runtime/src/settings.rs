@@ -43,3 +43,28 @@ pub struct CommonArgs {
     #[command(flatten)]
     pub ytdlp: YtdlpArgs,
 }
+
+/// Panics if a binary's command line is unsound: clap's own checks (duplicate ids or flags,
+/// which make the binary panic at start-up, not at build time), plus one clap does not make:
+/// two arguments of one command reading the same environment variable (merging two
+/// features' settings did that once). Each binary's tests call it on its `Cli`.
+pub fn assert_cli_sound(cmd: clap::Command) {
+    fn walk(cmd: &clap::Command, path: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for arg in cmd.get_arguments() {
+            if let Some(env) = arg.get_env() {
+                assert!(
+                    seen.insert(env.to_owned()),
+                    "`{path}`: two arguments read {env:?}"
+                );
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()));
+        }
+    }
+    let mut cmd = cmd;
+    cmd.build();
+    walk(&cmd, cmd.get_name());
+    cmd.debug_assert();
+}

@@ -161,3 +161,13 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod cli_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_parses_its_flags_and_reads_each_variable_once() {
+        clipstash_runtime::settings::assert_cli_sound(super::Cli::command());
+    }
+}
