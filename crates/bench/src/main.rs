@@ -215,6 +215,16 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|w| peak_rss(w.child.id().unwrap()))
         .collect();
+    // CPU used while the large job runs: is the path bound by the two cores it shares with
+    // the media server (this process), or by something else?
+    let worker_cpu = || -> Duration {
+        workers
+            .iter()
+            .map(|w| cpu::of_pid(w.child.id().expect("worker pid")))
+            .sum()
+    };
+    let me = std::process::id();
+    let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
     let t = Instant::now();
     let r: serde_json::Value = client
         .post(format!("{base}/v1/downloads"))
@@ -238,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let job = t.elapsed();
+    let (workers_used, me_used) = (worker_cpu() - workers_before, cpu::of_pid(me) - me_before);
     let rss_after: Vec<u64> = workers
         .iter()
         .map(|w| peak_rss(w.child.id().unwrap()))
@@ -267,6 +278,15 @@ async fn main() -> anyhow::Result<()> {
             job.as_secs_f64() / curl.as_secs_f64(),
             job.as_secs_f64() / curl_null.as_secs_f64()
         ),
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = job.as_secs_f64() * 1e3 * cores as f64;
+    let used = (workers_used + me_used).as_secs_f64() * 1e3;
+    println!(
+        "  CPU during the large job: workers {} ms + media server and bench {} ms = {used:.0} ms of {available:.0} ms ({cores} cores x the job's wall time): {:.0}%",
+        workers_used.as_millis(),
+        me_used.as_millis(),
+        used / available * 100.0
     );
     println!(
         "worker peak RSS (VmHWM): {} MiB before the large job, {} MiB after",
