@@ -92,6 +92,8 @@ impl JobContext {
             return Ok(());
         }
 
+        // A completion releases the lock in its own statement.
+        let mut released = false;
         loop {
             let task = Tracker::start(&Task::ProcessDownload);
             let mut download = Tracker::start(&spec.source);
@@ -121,6 +123,7 @@ impl JobContext {
                 Ok(object) => {
                     match transitions::complete(conn.get(), id, &object).await? {
                         Some(usage) => {
+                            released = true;
                             download.success();
                             task.success();
                             gauges::set_storage(&[usage]);
@@ -182,7 +185,11 @@ impl JobContext {
                 }
             }
         }
-        conn.release().await?;
+        if released {
+            conn.unlocked();
+        } else {
+            conn.release().await?;
+        }
         Ok(())
     }
 

@@ -35,7 +35,8 @@ impl LockedConn {
     }
 
     /// Returns the connection to the pool as it is: only after a claim that completed and
-    /// reported holding no lock (busy elsewhere, or not runnable and already released).
+    /// reported holding no lock (busy elsewhere, or not runnable and already released), or
+    /// after a completion, whose statement released the lock.
     pub fn unlocked(mut self) {
         drop(self.conn.take());
     }
