@@ -8,12 +8,12 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use clipstash_domain::ErrorCode;
 use clipstash_sources::Ytdlp;
-use clipstash_sources::ytdlp::{FormatInfo, VideoInfo};
+use clipstash_sources::ytdlp::VideoInfo;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -75,7 +75,7 @@ impl VideoInfoService {
         )
     }
 
-    async fn cached(&self, key: &str) -> Option<VideoInfoView> {
+    async fn cached(&self, key: &str) -> Option<VideoInfo> {
         if self.cache_ttl.is_zero() {
             return None;
         }
@@ -90,11 +90,11 @@ impl VideoInfoService {
         }
     }
 
-    async fn store(&self, key: &str, view: &VideoInfoView) {
+    async fn store(&self, key: &str, info: &VideoInfo) {
         if self.cache_ttl.is_zero() {
             return;
         }
-        let Ok(json) = serde_json::to_string(view) else {
+        let Ok(json) = serde_json::to_string(info) else {
             return;
         };
         let mut conn = self.cache.clone();
@@ -114,63 +114,6 @@ pub struct InfoQuery {
     pub url: String,
 }
 
-/// A video as yt-dlp sees it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct VideoInfoView {
-    /// The site's id of the video.
-    pub id: String,
-    pub title: Option<String>,
-    pub duration_s: Option<f64>,
-    pub uploader: Option<String>,
-    pub thumbnail: Option<String>,
-    pub webpage_url: Option<String>,
-    /// yt-dlp's extractor (`youtube`, `generic`, `html5`, ...).
-    pub extractor: Option<String>,
-    pub formats: Vec<FormatView>,
-}
-
-/// One format the video is offered in; its `format_id` can be a submit's `format`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct FormatView {
-    pub format_id: String,
-    pub ext: Option<String>,
-    pub height: Option<u32>,
-    /// `none` for an audio-only format; null when unknown.
-    pub vcodec: Option<String>,
-    /// `none` for a video-only format; null when unknown.
-    pub acodec: Option<String>,
-    /// Exact size in bytes, when the site announces it.
-    pub filesize: Option<u64>,
-}
-
-impl From<VideoInfo> for VideoInfoView {
-    fn from(v: VideoInfo) -> Self {
-        Self {
-            id: v.id,
-            title: v.title,
-            duration_s: v.duration_s,
-            uploader: v.uploader,
-            thumbnail: v.thumbnail,
-            webpage_url: v.webpage_url,
-            extractor: v.extractor,
-            formats: v.formats.into_iter().map(FormatView::from).collect(),
-        }
-    }
-}
-
-impl From<FormatInfo> for FormatView {
-    fn from(f: FormatInfo) -> Self {
-        Self {
-            format_id: f.format_id,
-            ext: f.ext,
-            height: f.height,
-            vcodec: f.vcodec,
-            acodec: f.acodec,
-            filesize: f.filesize,
-        }
-    }
-}
-
 /// `GET /v1/videos/info?url=...`: the video's metadata and formats.
 #[utoipa::path(
     get,
@@ -178,7 +121,7 @@ impl From<FormatInfo> for FormatView {
     tag = "videos",
     params(InfoQuery),
     responses(
-        (status = 200, description = "What yt-dlp found (cached per URL for `CLIPSTASH_VIDEO_INFO_CACHE_TTL`).", body = VideoInfoView),
+        (status = 200, description = "What yt-dlp found (cached per URL for `CLIPSTASH_VIDEO_INFO_CACHE_TTL`).", body = VideoInfo),
         (status = 400, description = "`invalid_query`: no `url`.", body = ErrorBody),
         (status = 403, description = "`private_video`, `age_restricted` or `login_required`.", body = ErrorBody),
         (status = 404, description = "`video_unavailable` or `source_not_found`.", body = ErrorBody),
@@ -218,7 +161,6 @@ pub async fn video_info(
         .info(url.as_str(), MAX_JSON)
         .await
         .map_err(|e| ApiError::new(e.code, e.message))?;
-    let view = VideoInfoView::from(info);
-    svc.store(&key, &view).await;
-    Ok(HttpResponse::Ok().json(view))
+    svc.store(&key, &info).await;
+    Ok(HttpResponse::Ok().json(info))
 }

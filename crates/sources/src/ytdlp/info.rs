@@ -24,30 +24,34 @@ pub struct Chosen {
 pub const CHOSEN_FIELDS: &str =
     "id,title,ext,extractor,extractor_key,filesize,format_id,requested_formats";
 
-/// A video as `GET /v1/videos/info` shows it.
+/// A video as yt-dlp sees it: what `GET /v1/videos/info` answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = VideoInfoView))]
 pub struct VideoInfo {
+    /// The site's id of the video.
     pub id: String,
     pub title: Option<String>,
     pub duration_s: Option<f64>,
     pub uploader: Option<String>,
     pub thumbnail: Option<String>,
     pub webpage_url: Option<String>,
+    /// yt-dlp's extractor (`youtube`, `generic`, `html5`, ...).
     pub extractor: Option<String>,
     pub formats: Vec<FormatInfo>,
 }
 
-/// One format a video is offered in.
+/// One format the video is offered in; its `format_id` can be a submit's `format`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = FormatView))]
 pub struct FormatInfo {
     pub format_id: String,
     pub ext: Option<String>,
     pub height: Option<u32>,
-    /// `none` for audio-only formats; null when unknown.
+    /// `none` for an audio-only format; null when unknown.
     pub vcodec: Option<String>,
-    /// `none` for video-only formats; null when unknown.
+    /// `none` for a video-only format; null when unknown.
     pub acodec: Option<String>,
-    /// Exact size in bytes when the site announces it.
+    /// Exact size in bytes, when the site announces it.
     pub filesize: Option<u64>,
 }
 
