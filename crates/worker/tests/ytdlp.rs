@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use clipstash_db::jobs::{self, NewJob};
-use clipstash_domain::{DownloadJob, ErrorCode, RequestedSource, VideoSource};
+use clipstash_db::jobs::NewJob;
+use clipstash_domain::{ErrorCode, RequestedSource, VideoSource};
 use clipstash_sources::{DownloadOptions, EgressPolicy, Ytdlp, YtdlpLimits, YtdlpProgram};
 use clipstash_testkit::procs::{Proc, processes_in_group, processes_with_arg, wait_healthy};
 use clipstash_testkit::settings::{self, RunningApi, ytdlp_path};
@@ -44,23 +44,11 @@ fn with_ytdlp(env: &Env) -> clipstash_worker::Settings {
 /// Records a job as the API would and enqueues it.
 async fn submit(env: &Env, url: &str, source: VideoSource, requested: RequestedSource) -> Uuid {
     let id = Uuid::now_v7();
-    let row = jobs::insert_new_job(
-        &env.db.pool,
-        &NewJob {
-            requested,
-            ..NewJob::new(id, url, source)
-        },
-    )
-    .await
-    .unwrap();
-    env.producer
-        .push(&DownloadJob {
-            job_id: id,
-            url: url.into(),
-            enqueued_at: row.created_at,
-        })
-        .await
-        .unwrap();
+    env.submit_job(&NewJob {
+        requested,
+        ..NewJob::new(id, url, source)
+    })
+    .await;
     id
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clipstash_db::jobs::{self, NewJob};
-use clipstash_domain::{DownloadJob, RequestedSource, VideoSource};
+use clipstash_domain::{RequestedSource, VideoSource};
 use clipstash_sources::cookies;
 use clipstash_testkit::settings::{self, secret_key};
 use clipstash_testkit::{MediaServer, wait_for};
@@ -28,24 +28,12 @@ fn guarded_ytdlp(env: &Env, allow: &str) -> clipstash_worker::Settings {
 
 /// Records a yt-dlp job (with `cookies_sealed`, as the API seals them) and enqueues it.
 async fn submit(env: &Env, id: Uuid, url: &str, cookies_sealed: Option<&[u8]>) {
-    let row = jobs::insert_new_job(
-        &env.db.pool,
-        &NewJob {
-            requested: RequestedSource::Ytdlp,
-            cookies_sealed,
-            ..NewJob::new(id, url, VideoSource::Ytdlp)
-        },
-    )
-    .await
-    .unwrap();
-    env.producer
-        .push(&DownloadJob {
-            job_id: id,
-            url: url.into(),
-            enqueued_at: row.created_at,
-        })
-        .await
-        .unwrap();
+    env.submit_job(&NewJob {
+        requested: RequestedSource::Ytdlp,
+        cookies_sealed,
+        ..NewJob::new(id, url, VideoSource::Ytdlp)
+    })
+    .await;
 }
 
 /// Cookie files of yt-dlp runs (in their temp dirs) whose text holds `needle`.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
+use clipstash_db::jobs::NewJob;
 use clipstash_db::{JobRow, jobs, usage};
 use clipstash_domain::{DownloadJob, VideoSource};
 use clipstash_queue::Queue;
@@ -70,21 +71,25 @@ impl Env {
         RunningWorker { name, stop, task }
     }
 
-    /// Records a job and enqueues it, as the API does.
+    /// Records a direct job and enqueues it, as the API does.
     pub async fn submit(&self, url: &str) -> Uuid {
         let id = Uuid::now_v7();
-        let row = jobs::insert_job(&self.db.pool, id, url, VideoSource::Direct)
-            .await
-            .unwrap();
+        self.submit_job(&NewJob::new(id, url, VideoSource::Direct))
+            .await;
+        id
+    }
+
+    /// Records `job` (with whatever the submit asked for) and enqueues it, as the API does.
+    pub async fn submit_job(&self, job: &NewJob<'_>) {
+        let row = jobs::insert_new_job(&self.db.pool, job).await.unwrap();
         self.producer
             .push(&DownloadJob {
-                job_id: id,
-                url: url.into(),
+                job_id: job.id,
+                url: job.url.into(),
                 enqueued_at: row.created_at,
             })
             .await
             .unwrap();
-        id
     }
 
     /// Records a job without enqueueing it: the API crashed between its INSERT and its push.
