@@ -166,13 +166,16 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(failed == 0, "{failed} small jobs failed");
     let per_job = |d: Duration| d.as_secs_f64() * 1e6 / args.jobs as f64;
-    let worker_cpu: Duration = workers
-        .iter()
-        .map(|w| cpu::of_pid(w.child.id().expect("worker pid")))
-        .sum();
+    // The workers' CPU time so far (they started with this phase).
+    let worker_cpu = || -> Duration {
+        workers
+            .iter()
+            .map(|w| cpu::of_pid(w.child.id().expect("worker pid")))
+            .sum()
+    };
     let (api_us, worker_us, pg_us, redis_us) = (
         per_job(cpu::of_pid(api_pid) - api_cpu),
-        per_job(worker_cpu),
+        per_job(worker_cpu()),
         per_job(postgres.since()),
         per_job(redis.since()),
     );
@@ -217,12 +220,6 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     // CPU used while the large job runs: is the path bound by the two cores it shares with
     // the media server (this process), or by something else?
-    let worker_cpu = || -> Duration {
-        workers
-            .iter()
-            .map(|w| cpu::of_pid(w.child.id().expect("worker pid")))
-            .sum()
-    };
     let me = std::process::id();
     let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
     let t = Instant::now();
