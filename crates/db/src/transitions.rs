@@ -50,41 +50,75 @@ pub enum Claim {
 /// attempt, and returns the row (what the submit asked for) in the same round trip. A job
 /// left `running` by a dead worker is claimable again (its lock died with it).
 pub async fn claim(conn: &mut PgConnection, id: Uuid) -> Result<Claim, sqlx::Error> {
+    let mut claims = claim_many(conn, &[id]).await?;
+    Ok(claims.pop().expect("one claim per id"))
+}
+
+/// [`claim`] for several jobs in one statement: each lock is taken on `conn`, which holds
+/// all of them. Answers in the order of `ids`, which must be distinct (a session's advisory
+/// locks are re-entrant, so the same id twice would be claimed twice).
+pub async fn claim_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Claim>, sqlx::Error> {
+    debug_assert!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(),
+        "claim_many: duplicate ids"
+    );
     let t = Transition::Claim;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "WITH l AS (SELECT pg_try_advisory_lock($2) AS got), \
+    let keys: Vec<i64> = ids.iter().copied().map(lock_key).collect();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH l AS (SELECT cid, pg_try_advisory_lock(lk) AS got \
+                    FROM UNNEST($1::uuid[], $2::int8[]) AS i(cid, lk)), \
          u AS (UPDATE jobs SET status = $3, attempts = attempts + 1, \
                  started_at = COALESCE(started_at, now()), updated_at = now() \
-               FROM l WHERE l.got AND id = $1 AND status = ANY($4) \
+               FROM l WHERE l.got AND id = l.cid AND status = ANY($4) \
                RETURNING {JOB_COLUMNS}, (attempts = 1) AS first) \
-         SELECT l.got, u.first, {JOB_COLUMNS} FROM l LEFT JOIN u ON true"
+         SELECT l.cid, l.got, u.first, {JOB_COLUMNS} FROM l LEFT JOIN u ON u.id = l.cid"
     )))
-    .bind(id)
-    .bind(lock_key(id))
+    .bind(ids)
+    .bind(&keys)
     .bind(t.to())
     .bind(t.from_names())
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let got: bool = row.try_get("got")?;
-    let attempts: Option<i32> = row.try_get("attempts")?;
-    match (got, attempts) {
-        (true, Some(attempts)) => Ok(Claim::Claimed {
-            attempts,
-            first_start: row.try_get::<Option<bool>, _>("first")?.unwrap_or(false),
-            job: Box::new(JobRow::from_row(&row)?),
-        }),
-        (true, None) => {
-            release(conn, id).await?;
-            Ok(Claim::NotRunnable)
-        }
-        (false, _) => Ok(Claim::Busy),
+    let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+    let mut unrunnable = Vec::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("cid")?;
+        let got: bool = row.try_get("got")?;
+        let attempts: Option<i32> = row.try_get("attempts")?;
+        let claim = match (got, attempts) {
+            (true, Some(attempts)) => Claim::Claimed {
+                attempts,
+                first_start: row.try_get::<Option<bool>, _>("first")?.unwrap_or(false),
+                job: Box::new(JobRow::from_row(row)?),
+            },
+            (true, None) => {
+                unrunnable.push(id);
+                Claim::NotRunnable
+            }
+            (false, _) => Claim::Busy,
+        };
+        by_id.insert(id, claim);
     }
+    release_many(conn, &unrunnable).await?;
+    Ok(ids
+        .iter()
+        .map(|id| by_id.remove(id).unwrap_or(Claim::NotRunnable))
+        .collect())
 }
 
 /// Releases the job's lock; call when the attempt loop is over.
 pub async fn release(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key(id))
+    release_many(conn, &[id]).await
+}
+
+/// [`release`] for several jobs in one statement.
+pub async fn release_many(conn: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<i64> = ids.iter().copied().map(lock_key).collect();
+    sqlx::query("SELECT pg_advisory_unlock(lk) FROM UNNEST($1::int8[]) AS k(lk)")
+        .bind(&keys)
         .execute(conn)
         .await?;
     Ok(())
@@ -158,46 +192,118 @@ pub async fn complete(
     id: Uuid,
     obj: &StoredObject,
 ) -> Result<Option<Usage>, sqlx::Error> {
+    let done = complete_many(conn, &[(id, obj)]).await?;
+    Ok(if done.moved[0] {
+        done.usage.into_iter().find(|u| u.provider == obj.provider.as_str())
+    } else {
+        None
+    })
+}
+
+/// What [`complete_many`] did.
+#[derive(Debug)]
+pub struct Completed {
+    /// Per job, in the order given: whether it moved to `succeeded` (and its lock was
+    /// released). One that did not (cancelled meanwhile) keeps its lock.
+    pub moved: Vec<bool>,
+    /// The totals of every provider a moved job stored on, after this statement.
+    pub usage: Vec<Usage>,
+}
+
+/// [`complete`] for several jobs in one statement, run on the session holding their locks.
+/// Ids must be distinct.
+pub async fn complete_many(
+    conn: &mut PgConnection,
+    done: &[(Uuid, &StoredObject)],
+) -> Result<Completed, sqlx::Error> {
     let t = Transition::Succeed;
-    // One statement, so one round trip and one commit: move the job, queue its webhook,
-    // record the file (once), turn the reservation into usage in the job's shard, and
-    // return the provider's total (the other shards as they were, plus ours as it is now).
-    // Every part hangs off `u`: when the job did not move (cancelled meanwhile), nothing is
-    // written and no row comes back.
-    sqlx::query_as(
-        "WITH u AS (UPDATE jobs SET status = $7, provider = $2, object_key = $3, size_bytes = $4, \
-                sha256 = $5, content_type = $6, error_code = NULL, error_message = NULL, \
-                finished_at = COALESCE(finished_at, now()), updated_at = now() \
-                WHERE id = $1 AND status = ANY($8) RETURNING id, callback_url), \
+    let n = done.len();
+    let (mut ids, mut providers, mut keys, mut sizes, mut hashes, mut types, mut hooks, mut shards, mut locks) = (
+        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+    );
+    for (id, obj) in done {
+        ids.push(*id);
+        providers.push(obj.provider.as_str());
+        keys.push(obj.object_key.as_str());
+        sizes.push(obj.size_bytes);
+        hashes.push(obj.sha256.as_str());
+        types.push(obj.content_type.as_str());
+        hooks.push(Uuid::now_v7());
+        shards.push(shard_of(*id));
+        locks.push(lock_key(*id));
+    }
+    // One statement, so one round trip and one commit: move the jobs, queue their webhooks,
+    // record each file (once), turn reservations into usage in each job's shard (shards
+    // locked in one order, so concurrent batches cannot deadlock), release the moved jobs'
+    // locks, and return each touched provider's total (the other shards as they were, plus
+    // ours as they are now). Everything hangs off `u`: a job that did not move (cancelled
+    // meanwhile) writes nothing and keeps its lock.
+    type Row = (Option<Uuid>, Option<bool>, Option<String>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], \
+                    $6::text[], $7::uuid[], $8::int2[], $9::int8[]) \
+                    AS i(cid, c_provider, c_key, c_size, c_sha256, c_type, c_hook, c_shard, c_lock)), \
+         u AS (UPDATE jobs SET status = $10, provider = c_provider, object_key = c_key, \
+                size_bytes = c_size, sha256 = c_sha256, content_type = c_type, error_code = NULL, \
+                error_message = NULL, finished_at = COALESCE(finished_at, now()), updated_at = now() \
+                FROM i WHERE id = cid AND status = ANY($11) \
+                RETURNING id, callback_url, c_provider, c_key, c_size, c_hook, c_shard, c_lock), \
          w AS (INSERT INTO webhook_deliveries (id, job_id, url) \
-               SELECT $9, id, callback_url FROM u WHERE callback_url IS NOT NULL), \
+               SELECT c_hook, id, callback_url FROM u WHERE callback_url IS NOT NULL), \
          f AS (INSERT INTO stored_files (job_id, provider, object_key, size_bytes) \
-               SELECT id, $2, $3, $4 FROM u ON CONFLICT (job_id) DO NOTHING RETURNING size_bytes), \
-         r AS (DELETE FROM storage_reservations WHERE job_id = $1 AND EXISTS (SELECT 1 FROM u)), \
+               SELECT id, c_provider, c_key, c_size FROM u ON CONFLICT (job_id) DO NOTHING \
+               RETURNING job_id, size_bytes), \
+         r AS (DELETE FROM storage_reservations WHERE job_id IN (SELECT id FROM u)), \
          up AS (INSERT INTO storage_usage (provider, shard, bytes_used, file_count) \
-                SELECT $2, $10, COALESCE((SELECT SUM(size_bytes) FROM f), 0), (SELECT count(*) FROM f) FROM u \
+                SELECT c_provider, c_shard, COALESCE(SUM(f.size_bytes), 0), count(f.job_id) \
+                FROM u LEFT JOIN f ON f.job_id = u.id GROUP BY c_provider, c_shard \
+                ORDER BY c_provider, c_shard \
                 ON CONFLICT (provider, shard) DO UPDATE SET bytes_used = storage_usage.bytes_used + EXCLUDED.bytes_used, \
                 file_count = storage_usage.file_count + EXCLUDED.file_count, updated_at = now() \
-                RETURNING bytes_used, file_count) \
-         SELECT $2::text AS provider, \
-                (up.bytes_used + (SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $2 AND shard <> $10))::bigint AS bytes_used, \
-                (up.file_count + (SELECT COALESCE(SUM(file_count), 0) FROM storage_usage WHERE provider = $2 AND shard <> $10))::bigint AS file_count, \
-                pg_advisory_unlock($11) AS unlocked \
-         FROM up",
+                RETURNING provider, shard, bytes_used, file_count), \
+         t AS (SELECT provider, SUM(bytes_used)::bigint AS bytes_used, SUM(file_count)::bigint AS file_count \
+               FROM (SELECT provider, bytes_used, file_count FROM up \
+                     UNION ALL \
+                     SELECT s.provider, s.bytes_used, s.file_count FROM storage_usage s \
+                     WHERE s.provider IN (SELECT provider FROM up) \
+                       AND NOT EXISTS (SELECT 1 FROM up WHERE up.provider = s.provider AND up.shard = s.shard)) z \
+               GROUP BY provider) \
+         SELECT id, pg_advisory_unlock(c_lock) AS unlocked, NULL::text, NULL::int8, NULL::int8 FROM u \
+         UNION ALL SELECT NULL::uuid, NULL::bool, provider, bytes_used, file_count FROM t",
     )
-    .bind(id)
-    .bind(obj.provider.as_str())
-    .bind(&obj.object_key)
-    .bind(obj.size_bytes)
-    .bind(&obj.sha256)
-    .bind(&obj.content_type)
+    .bind(&ids)
+    .bind(&providers)
+    .bind(&keys)
+    .bind(&sizes)
+    .bind(&hashes)
+    .bind(&types)
+    .bind(&hooks)
+    .bind(&shards)
+    .bind(&locks)
     .bind(t.to())
     .bind(t.from_names())
-    .bind(Uuid::now_v7())
-    .bind(shard_of(id))
-    .bind(lock_key(id))
-    .fetch_optional(conn)
-    .await
+    .fetch_all(conn)
+    .await?;
+    let mut moved = vec![false; n];
+    let mut usage = Vec::new();
+    for (id, _unlocked, provider, bytes_used, file_count) in rows {
+        match (id, provider, bytes_used, file_count) {
+            (Some(id), ..) => {
+                if let Some(i) = ids.iter().position(|x| *x == id) {
+                    moved[i] = true;
+                }
+            }
+            (None, Some(provider), Some(bytes_used), Some(file_count)) => usage.push(Usage {
+                provider,
+                bytes_used,
+                file_count,
+            }),
+            _ => {}
+        }
+    }
+    Ok(Completed { moved, usage })
 }
 
 /// What a DELETE did to a job.

@@ -250,3 +250,73 @@ async fn a_running_job_cancelled_cannot_succeed_or_fail_and_gives_back_its_reser
     assert!(job.finished_at.is_some());
     assert!(usage::storage_usage(&db.pool).await.unwrap().is_empty());
 }
+
+/// Advisory locks held by any session on the test's database.
+async fn advisory_locks(db: &TestDb) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn one_session_claims_and_completes_many_jobs_in_one_statement_each() {
+    let db = TestDb::new().await;
+    let (a, b, cancelled, busy) = (
+        queued(&db).await,
+        queued(&db).await,
+        queued(&db).await,
+        queued(&db).await,
+    );
+    let mut other = db.pool.acquire().await.unwrap();
+    assert!(matches!(
+        transitions::claim(&mut other, busy).await.unwrap(),
+        Claim::Claimed { .. }
+    ));
+    transitions::delete_job(&db.pool, cancelled).await.unwrap();
+    let mut session = db.pool.acquire().await.unwrap();
+    let claims = transitions::claim_many(&mut session, &[a, busy, cancelled, b])
+        .await
+        .unwrap();
+    // Answers in the order asked, each as a claim of its own would.
+    assert!(matches!(&claims[0], Claim::Claimed { job, attempts: 1, .. } if job.id == a));
+    assert_eq!(claims[1], Claim::Busy);
+    assert_eq!(claims[2], Claim::NotRunnable);
+    assert!(matches!(&claims[3], Claim::Claimed { job, attempts: 1, .. } if job.id == b));
+    // The session holds a and b; the cancelled job's lock went at once; `other` holds busy.
+    assert_eq!(advisory_locks(&db).await, 3);
+
+    let (oa, ob) = (object(a, 1000), object(b, 24));
+    let done = transitions::complete_many(&mut session, &[(a, &oa), (cancelled, &oa), (b, &ob)])
+        .await
+        .unwrap();
+    assert_eq!(done.moved, [true, false, true]);
+    assert_eq!(done.usage.len(), 1);
+    assert_eq!(
+        (done.usage[0].bytes_used, done.usage[0].file_count),
+        (1024, 2)
+    );
+    // Both completed jobs' locks went with the statement; only `other`'s remains.
+    assert_eq!(advisory_locks(&db).await, 1);
+    for id in [a, b] {
+        let job = jobs::get_job(&db.pool, id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded);
+    }
+    let all = usage::storage_usage(&db.pool).await.unwrap();
+    assert_eq!((all[0].bytes_used, all[0].file_count), (1024, 2));
+    // A second delivery that got as far as completing both again (succeeding is
+    // idempotent) counts nothing twice.
+    let again = transitions::complete_many(&mut session, &[(a, &oa), (b, &ob)])
+        .await
+        .unwrap();
+    assert_eq!(again.moved, [true, true]);
+    assert_eq!(
+        (again.usage[0].bytes_used, again.usage[0].file_count),
+        (1024, 2)
+    );
+    let all = usage::storage_usage(&db.pool).await.unwrap();
+    assert_eq!((all[0].bytes_used, all[0].file_count), (1024, 2));
+}
