@@ -13,7 +13,7 @@ use clipstash_storage::Storage;
 use metrics_core::Exporter;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{Cancels, JobContext};
+use crate::job::{Cancels, JobContext, LockSession};
 use crate::settings::Settings;
 use crate::supervisor::{supervise, unique_name};
 use crate::sweeper::Sweeper;
@@ -43,12 +43,12 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         settings.validate()?;
         let common = &settings.common;
-        // One connection per running job holds its lock; as many again for their quota
-        // reservations (taken on the pool, while the lock connection stays held), plus room
-        // for the sampler and the sweeper.
+        // One connection, the lock session, holds every running job's lock; jobs take pool
+        // connections only for single statements (quota reservations, retries, yt-dlp's
+        // findings), at most one each at a time, plus room for the sampler and the sweeper.
         let pool = common
             .database
-            .connect(2 * settings.concurrency + 3)
+            .connect(settings.concurrency + 4)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         let queue = Queue::connect(&common.redis).await?;
@@ -122,7 +122,7 @@ impl Worker {
         let name = unique_name(&settings.worker_name);
         let shutdown = CancellationToken::new();
         let ctx = Arc::new(JobContext {
-            pool,
+            pool: pool.clone(),
             storage,
             direct,
             ytdlp,
@@ -134,6 +134,7 @@ impl Worker {
             shutdown,
             events,
             cancels: Arc::new(Cancels::default()),
+            session: LockSession::spawn(pool),
         });
         Ok(Self {
             settings,

@@ -755,6 +755,7 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
         cancels: Default::default(),
         ytdlp: None,
         secret_key: None,
+        session: clipstash_worker::job::LockSession::spawn(pool.clone()),
     };
     let url = "http://127.0.0.1:9/cut-short";
     let id = env.insert_only(url).await;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::JobContext;
-use super::lock::LockedConn;
+use super::session::SessionError;
 use super::progress;
 
 /// How long a cancelled attempt may take to abort its upload cleanly before it is dropped.
@@ -35,6 +35,8 @@ pub const RATE_LIMITED_BACKOFF_FACTOR: u32 = 30;
 pub enum Interrupted {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Session(#[from] SessionError),
     #[error("shutting down while waiting to retry")]
     Shutdown,
 }
@@ -43,10 +45,10 @@ impl JobContext {
     /// Runs a delivered job to an outcome recorded in Postgres.
     pub async fn process(&self, job: DownloadJob) -> Result<(), Interrupted> {
         let id = job.job_id;
-        // Guarded before the claim runs: dropped at any point, the connection is closed.
-        let mut conn = LockedConn::new(self.pool.acquire().await?, id);
-        // The claim returns the row: what the submit asked for (source, format, height).
-        let (mut attempts, spec) = match transitions::claim(conn.get(), id).await? {
+        // The claim returns the row (what the submit asked for: source, format, height) and,
+        // when the job is ours, its lock: dropped at any point, the lock is released.
+        let (claim, lock) = self.session.claim(id).await?;
+        let (mut attempts, spec) = match claim {
             Claim::Claimed {
                 attempts,
                 first_start,
@@ -63,15 +65,14 @@ impl JobContext {
             }
             Claim::Busy => {
                 tracing::info!(%id, "already running on another worker; dropping this delivery");
-                conn.unlocked();
                 return Ok(());
             }
             Claim::NotRunnable => {
                 tracing::info!(%id, "cancelled or finished; skipping");
-                conn.unlocked();
                 return Ok(());
             }
         };
+        let mut lock = lock.expect("a claimed job comes with its lock");
         let registration = self.cancels.register(id);
         let cancel = registration.token();
         self.events.state(id, JobStatus::Running);
@@ -85,15 +86,12 @@ impl JobContext {
                 format!("gave up after {} deliveries", attempts - 1),
             );
             e.code.record();
-            transitions::record_failure(conn.get(), id, e.code, &e.message, false).await?;
+            transitions::record_failure(&self.pool, id, e.code, &e.message, false).await?;
             self.events.state(id, JobStatus::Failed);
             task.finish(Outcome::Failed);
-            conn.release().await?;
             return Ok(());
         }
 
-        // A completion releases the lock in its own statement.
-        let mut released = false;
         loop {
             let task = Tracker::start(&Task::ProcessDownload);
             let mut download = Tracker::start(&spec.source);
@@ -121,9 +119,9 @@ impl JobContext {
             }
             match result {
                 Ok(object) => {
-                    match transitions::complete(conn.get(), id, &object).await? {
+                    // The completion releases the lock in its own statement.
+                    match lock.complete(object.clone()).await? {
                         Some(usage) => {
-                            released = true;
                             download.success();
                             task.success();
                             gauges::set_storage(&[usage]);
@@ -150,7 +148,7 @@ impl JobContext {
                             _ => d,
                         });
                     if let Some(delay) = delay {
-                        transitions::record_failure(conn.get(), id, e.code, &e.message, true)
+                        transitions::record_failure(&self.pool, id, e.code, &e.message, true)
                             .await?;
                         self.events.state(id, JobStatus::Retrying);
                         task.finish(Outcome::Retried);
@@ -159,12 +157,9 @@ impl JobContext {
                             _ = tokio::time::sleep(delay) => {}
                             // Cancelled while waiting: the row says so; next_attempt sees it.
                             _ = cancel.cancelled() => {}
-                            _ = self.shutdown.cancelled() => {
-                                conn.release().await?;
-                                return Err(Interrupted::Shutdown);
-                            }
+                            _ = self.shutdown.cancelled() => return Err(Interrupted::Shutdown),
                         }
-                        match transitions::next_attempt(conn.get(), id).await? {
+                        match transitions::next_attempt(&mut *self.pool.acquire().await?, id).await? {
                             Some(n) => {
                                 attempts = n;
                                 self.events.state(id, JobStatus::Running);
@@ -175,7 +170,7 @@ impl JobContext {
                             }
                         }
                     } else {
-                        transitions::record_failure(conn.get(), id, e.code, &e.message, false)
+                        transitions::record_failure(&self.pool, id, e.code, &e.message, false)
                             .await?;
                         self.events.state(id, JobStatus::Failed);
                         task.finish(Outcome::Failed);
@@ -185,11 +180,8 @@ impl JobContext {
                 }
             }
         }
-        if released {
-            conn.unlocked();
-        } else {
-            conn.release().await?;
-        }
+        // A lock still held (failed, or cancelled) is released as it drops.
+        drop(lock);
         Ok(())
     }
 

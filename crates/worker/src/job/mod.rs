@@ -5,8 +5,8 @@
 
 pub mod attempts;
 pub mod cancel;
-pub mod lock;
 pub mod progress;
+pub mod session;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use attempts::Interrupted;
 pub use cancel::Cancels;
+pub use session::LockSession;
 
 /// Everything a job needs; shared by all jobs of a process.
 pub struct JobContext {
@@ -49,6 +50,8 @@ pub struct JobContext {
     pub events: Publisher,
     /// The running jobs' cancel tokens.
     pub cancels: Arc<Cancels>,
+    /// Holds the running jobs' locks; claims and completes them in batches.
+    pub session: LockSession,
 }
 
 /// The apalis handler.
@@ -73,7 +76,7 @@ pub async fn handle(job: DownloadJob, ctx: Data<Arc<JobContext>>) -> Result<(), 
                 metrics_core::Task::ProcessDownload,
                 metrics_core::Outcome::Failed,
             );
-            // The lock connection was closed as the panic unwound; record the failure anew.
+            // The job's lock was released as the panic unwound; record the failure anew.
             transitions::record_failure(
                 &ctx.pool,
                 id,
