@@ -152,3 +152,7 @@ lint:
 bench *ARGS: services
     cargo build --release --workspace --bins
     {{CARGO_TARGET_DIR}}/release/clipstash-bench {{ARGS}}
+
+# What Postgres alone does for the small-job path: pgbench of the claim and completion statements, one job at a time and batched (docs/BENCHMARKS.md)
+bench-postgres: services
+    crates/bench/pgbench/run.sh

@@ -39,7 +39,7 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// Opens a pool of at least `min_connections` (the worker needs one per running job).
+    /// Opens a pool of at least `min_connections` (the worker needs one per running job, at most, for short statements).
     pub async fn connect(&self, min_connections: u32) -> Result<PgPool, sqlx::Error> {
         connect(
             &self.database_url,
