@@ -2,10 +2,12 @@
 # What Postgres alone can do for the small-job path on this machine, without workers, Redis
 # or HTTP: pgbench runs the claim and completion statements of `clipstash_db::transitions`
 # (copied here with literal values; keep them in step) against a scratch database built from
-# migrations/, 32 clients for 10 s each:
-#   one-job        claim, then complete with the lock release folded in: a statement each per job
-#   batched-done   claim and unlock one job at a time, completions 16 per statement
-#   batched        claims and completions 16 per statement (the worker's lock session)
+# migrations/, 10 s each:
+#   one-job        claim, then complete with the lock release folded in: a statement each per
+#                  job (32 clients, as 2 workers x 16 jobs each held a connection)
+#   batched-done   claim and unlock one job at a time, completions 16 per statement (32 clients)
+#   batched        claims and completions 16 per statement, as the workers' lock sessions send
+#                  them (8 clients: each worker has one session)
 # Jobs per second is the figure: the one-job tps, the claims' tps when completions are
 # batched, and 16 x the tps of either script when both are.
 # Usage: crates/bench/pgbench/run.sh [postgres URL of a server to create a database on]
@@ -27,9 +29,9 @@ reset() {
     TRUNCATE stored_files, webhook_deliveries; UPDATE storage_usage SET bytes_used = 0, file_count = 0"
   psql -q "$url/$db" -c "VACUUM ANALYZE jobs"
 }
-bench() { pgbench -n -M prepared -c 32 -j 2 -T 10 "$@" "$url/$db" 2>&1 | grep -E '^tps|^ - .*tps|aborted'; }
+bench() { pgbench -n -M prepared -j 2 -T 10 "$@" "$url/$db" 2>&1 | grep -E '^tps|^ - .*tps|aborted'; }
 for round in 1 2; do
-  reset; echo "== one-job (round $round)"; bench -f "$here/one-job.sql"
-  reset; echo "== batched-done (round $round)"; bench -f "$here/claim-unlock.sql@16" -f "$here/complete16.sql@1"
-  reset; echo "== batched (round $round)"; bench -f "$here/claim16.sql" -f "$here/complete16.sql"
+  reset; echo "== one-job (round $round)"; bench -c 32 -f "$here/one-job.sql"
+  reset; echo "== batched-done (round $round)"; bench -c 32 -f "$here/claim-unlock.sql@16" -f "$here/complete16.sql@1"
+  reset; echo "== batched (round $round)"; bench -c 8 -f "$here/claim16.sql" -f "$here/complete16.sql"
 done
