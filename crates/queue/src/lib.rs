@@ -5,7 +5,7 @@
 //! `{queue}:scheduled` (ZSET, every push lands here with score = now),
 //! `{queue}:inflight:{worker}` (SET), `{queue}:workers` (ZSET, score = last heartbeat),
 //! `{queue}:dead` (SET), `{queue}:data` (HASH task id → payload), `{queue}:meta:{id}`
-//! (HASH), `{queue}:done` (SET). The scripts in `src/lua/` read and write them directly.
+//! (HASH), `{queue}:done` (SET), `{queue}:signal` (LIST). The scripts in `src/lua/` read and write them directly.
 //!
 //! A job's task id in Redis is its job id, so "does Redis still hold job X" is
 //! `HEXISTS {queue}:data X`, and a second push of a job Redis still holds is a no-op
@@ -199,6 +199,34 @@ impl Queue {
         }
     }
 
+    /// Moves every task that is due from apalis' scheduled set to its ready list, in chunks
+    /// of `chunk` (at most 1,000) per script call; returns how many moved. apalis' own fetch
+    /// moves them all in one Lua call that fails beyond ~8,000 due tasks, and then fails on
+    /// every poll: workers run this before they start fetching and between fetches, so the
+    /// scheduled set never holds that many due tasks when apalis looks.
+    pub async fn promote_due(&self, chunk: usize) -> redis::RedisResult<u64> {
+        let chunk = chunk.clamp(1, 1000);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut total = 0u64;
+        loop {
+            let n: u64 = PROMOTE_SCRIPT
+                .key(self.key("scheduled"))
+                .key(self.key("active"))
+                .key(self.key("signal"))
+                .arg(now)
+                .arg(chunk)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            total += n;
+            if n < chunk as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
     pub async fn ping(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("PING")
@@ -261,6 +289,9 @@ static MISSING_SCRIPT: std::sync::LazyLock<redis::Script> =
 
 static PRUNE_DONE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/prune_done.lua")));
+
+static PROMOTE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/promote.lua")));
 
 static HAND_BACK_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/hand_back.lua")));

@@ -22,6 +22,13 @@ pub async fn supervise(
     shutdown: CancellationToken,
 ) {
     let concurrency = settings.concurrency as usize;
+    // apalis' fetch fails on every poll once ~8,000 tasks are due at once (a burst of submits
+    // while workers are down or busy): keep its scheduled set drained, before the first
+    // fetch and then every poll interval.
+    if let Err(e) = queue.promote_due(PROMOTE_CHUNK).await {
+        tracing::warn!(error = %e, "promoting due tasks before taking jobs");
+    }
+    let promoter = tokio::spawn(keep_promoting(queue.clone(), settings.poll_interval));
     let mut restarts = 0u32;
     loop {
         // apalis leaves a worker's name registered after it stops, and re-registering a
@@ -68,6 +75,27 @@ pub async fn supervise(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+    promoter.abort();
+}
+
+/// Due tasks moved per script call by the promoter.
+const PROMOTE_CHUNK: usize = 1000;
+
+/// Moves due tasks to the ready list every `every` (see [`Queue::promote_due`]). A Redis
+/// error is logged once until a call succeeds again: the apalis worker reports the outage.
+async fn keep_promoting(queue: Queue, every: Duration) {
+    let mut failing = false;
+    loop {
+        match queue.promote_due(PROMOTE_CHUNK).await {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "promoting due tasks; retrying every poll interval");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

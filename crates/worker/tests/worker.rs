@@ -785,3 +785,45 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
     .await;
     pool.close().await;
 }
+
+/// apalis-redis 1.0.0's fetch moves every due task to the ready list in one Lua `unpack`,
+/// which fails beyond ~8,000 values: a backlog that large (a burst while workers are down)
+/// failed every fetch, for good. Workers now promote due tasks in chunks first.
+#[tokio::test]
+async fn a_backlog_beyond_luas_unpack_limit_is_still_taken() {
+    use futures_util::StreamExt;
+    let env = Env::new().await;
+    // Jobs a worker dismisses at once (cancelled), so the test measures taking, not running.
+    let ids: Vec<Uuid> = (0..9_000).map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO jobs (id, url, source, status, requested_source) \
+         SELECT id, 'http://127.0.0.1:9/backlog', 'direct', 'cancelled', 'auto' FROM UNNEST($1::uuid[]) AS t(id)",
+    )
+    .bind(&ids)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    futures_util::stream::iter(ids.iter().copied())
+        .for_each_concurrent(64, |id| {
+            let producer = env.producer.clone();
+            async move {
+                producer
+                    .push(&DownloadJob {
+                        job_id: id,
+                        url: "http://127.0.0.1:9/backlog".into(),
+                        enqueued_at: Utc::now(),
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    assert_eq!(env.producer.stats().await.unwrap().pending, 9_000);
+    let worker = env.start_worker(env.settings()).await;
+    wait_for("the backlog to drain", Duration::from_secs(60), || async {
+        let stats = env.producer.stats().await.unwrap();
+        (stats.pending == 0 && stats.running == 0).then_some(())
+    })
+    .await;
+    worker.shutdown().await;
+}
