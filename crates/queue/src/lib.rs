@@ -98,10 +98,16 @@ impl Queue {
     }
 
     pub fn with_connection(conn: ConnectionManager, args: &RedisArgs) -> Self {
+        // No apalis leases: a lease is one more script per job whose `LREM` scans the whole
+        // ready list (a cost that grows with the backlog), plus a renewal per heartbeat, and
+        // it guards what the job's Postgres advisory lock already guards (one run at a time).
+        // Fetching still moves a task into the worker's in-flight set, which is what orphan
+        // recovery and `hand_back` work from.
         let config = Config::default()
             .queue(&args.queue)
             .heartbeat_interval(args.heartbeat_interval)
-            .missed_heartbeats(args.missed_heartbeats as usize);
+            .missed_heartbeats(args.missed_heartbeats as usize)
+            .lock_tasks(false);
         Self {
             storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
             config,
