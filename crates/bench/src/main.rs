@@ -16,6 +16,9 @@ use serde_json::json;
 
 use crate::load::load;
 
+/// How long the bench waits without progress before it reports a stall.
+const STALL: Duration = Duration::from_secs(60);
+
 /// The Python original's enqueue rate on this machine (docs/BENCHMARKS.md, 2026-11-24); it
 /// cannot be re-run here, so its ratio is against this recorded figure.
 const ORIGINAL_ENQUEUE_PER_S: f64 = 840.0;
@@ -150,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
         ));
         workers.push(Proc::spawn("clipstash-worker", &["run"], &w_env));
     }
+    // A stalled drain is a finding, not a reason to wait for ever (a backlog once stopped
+    // every worker): give up when no job ends for STALL.
+    let (mut last_done, mut last_change) = (0i64, Instant::now());
     loop {
         let done: i64 =
             sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('succeeded', 'failed')")
@@ -158,6 +164,14 @@ async fn main() -> anyhow::Result<()> {
         if done as usize >= args.jobs {
             break;
         }
+        if done != last_done {
+            (last_done, last_change) = (done, Instant::now());
+        }
+        anyhow::ensure!(
+            last_change.elapsed() < STALL,
+            "small jobs stalled: {done} of {} ended, none in the last {STALL:?}; see the workers' logs in the temp folder",
+            args.jobs
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained = start.elapsed();
@@ -232,6 +246,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let id = r["id"].as_str().unwrap().to_string();
     loop {
+        anyhow::ensure!(
+            t.elapsed() < STALL * 10,
+            "the large job did not end within {:?}",
+            STALL * 10
+        );
         let j: serde_json::Value = client
             .get(format!("{base}/v1/downloads/{id}"))
             .send()
