@@ -194,7 +194,9 @@ pub async fn complete(
 ) -> Result<Option<Usage>, sqlx::Error> {
     let done = complete_many(conn, &[(id, obj)]).await?;
     Ok(if done.moved[0] {
-        done.usage.into_iter().find(|u| u.provider == obj.provider.as_str())
+        done.usage
+            .into_iter()
+            .find(|u| u.provider == obj.provider.as_str())
     } else {
         None
     })
@@ -218,10 +220,26 @@ pub async fn complete_many(
 ) -> Result<Completed, sqlx::Error> {
     let t = Transition::Succeed;
     let n = done.len();
-    let (mut ids, mut providers, mut keys, mut sizes, mut hashes, mut types, mut hooks, mut shards, mut locks) = (
-        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
-        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
-        Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n),
+    let (
+        mut ids,
+        mut providers,
+        mut keys,
+        mut sizes,
+        mut hashes,
+        mut types,
+        mut hooks,
+        mut shards,
+        mut locks,
+    ) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
     for (id, obj) in done {
         ids.push(*id);
@@ -240,7 +258,13 @@ pub async fn complete_many(
     // locks, and return each touched provider's total (the other shards as they were, plus
     // ours as they are now). Everything hangs off `u`: a job that did not move (cancelled
     // meanwhile) writes nothing and keeps its lock.
-    type Row = (Option<Uuid>, Option<bool>, Option<String>, Option<i64>, Option<i64>);
+    type Row = (
+        Option<Uuid>,
+        Option<bool>,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "WITH i AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[], \
                     $6::text[], $7::uuid[], $8::int2[], $9::int8[]) \

@@ -42,7 +42,10 @@ async fn wait_locked(db: &TestDb, id: Uuid, want: bool) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the lock of {id} never became {}", if want { "held" } else { "free" });
+    panic!(
+        "the lock of {id} never became {}",
+        if want { "held" } else { "free" }
+    );
 }
 
 #[tokio::test]
@@ -57,7 +60,10 @@ async fn a_second_delivery_to_the_same_worker_is_busy_and_a_dropped_lock_is_rele
         .iter()
         .filter(|(c, _)| matches!(c, Claim::Claimed { .. }))
         .count();
-    assert_eq!(claimed, 1, "session locks are re-entrant: the session must refuse the twin");
+    assert_eq!(
+        claimed, 1,
+        "session locks are re-entrant: the session must refuse the twin"
+    );
     assert!([&a.0, &b.0].contains(&&Claim::Busy));
     // And a later delivery while the first still runs.
     assert_eq!(session.claim(id).await.unwrap().0, Claim::Busy);
@@ -101,12 +107,11 @@ async fn concurrent_completions_share_statements_and_release_their_locks() {
     .unwrap();
     assert_eq!((succeeded, files), (40, 40));
     // A statement's `now()` is its transaction's start: jobs completed together share it.
-    let (claims, completions): (i64, i64) = sqlx::query_as(
-        "SELECT count(DISTINCT started_at), count(DISTINCT finished_at) FROM jobs",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (claims, completions): (i64, i64) =
+        sqlx::query_as("SELECT count(DISTINCT started_at), count(DISTINCT finished_at) FROM jobs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert!(
         claims < 40 && completions < 40,
         "40 jobs took {claims} claim and {completions} completion statements"
@@ -145,7 +150,10 @@ async fn a_lost_session_connection_fails_its_jobs_completions_and_frees_their_lo
     // The next delivery claims it on a fresh connection; the old lock's drop is ignored.
     drop(lock);
     let (again, lock2) = session.claim(id).await.unwrap();
-    assert!(matches!(again, Claim::Claimed { attempts: 2, .. }), "{again:?}");
+    assert!(
+        matches!(again, Claim::Claimed { attempts: 2, .. }),
+        "{again:?}"
+    );
     assert!(locked(&db, id).await);
     // A later completion under the old generation would be refused with Lost; this one
     // belongs to the new generation and succeeds.

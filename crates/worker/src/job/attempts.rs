@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::JobContext;
-use super::session::SessionError;
 use super::progress;
+use super::session::SessionError;
 
 /// How long a cancelled attempt may take to abort its upload cleanly before it is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -159,7 +159,9 @@ impl JobContext {
                             _ = cancel.cancelled() => {}
                             _ = self.shutdown.cancelled() => return Err(Interrupted::Shutdown),
                         }
-                        match transitions::next_attempt(&mut *self.pool.acquire().await?, id).await? {
+                        match transitions::next_attempt(&mut *self.pool.acquire().await?, id)
+                            .await?
+                        {
                             Some(n) => {
                                 attempts = n;
                                 self.events.state(id, JobStatus::Running);

@@ -274,7 +274,8 @@ impl Session {
     }
 
     async fn complete(&mut self, completes: Vec<(Uuid, StoredObject, Reply<Option<Usage>>)>) {
-        let done: Vec<(Uuid, &StoredObject)> = completes.iter().map(|(id, o, _)| (*id, o)).collect();
+        let done: Vec<(Uuid, &StoredObject)> =
+            completes.iter().map(|(id, o, _)| (*id, o)).collect();
         let result = match self.conn().await {
             Ok(conn) => transitions::complete_many(conn, &done).await,
             Err(e) => Err(e),
