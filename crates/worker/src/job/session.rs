@@ -186,10 +186,10 @@ impl Session {
                 }
             }
         }
-        if !releases.is_empty() {
-            if let Err(e) = self.release(&releases).await {
-                tracing::warn!(error = %e, "releasing job locks; the session starts over");
-            }
+        if !releases.is_empty()
+            && let Err(e) = self.release(&releases).await
+        {
+            tracing::warn!(error = %e, "releasing job locks; the session starts over");
         }
         if !claims.is_empty() {
             self.claim(claims).await;
@@ -266,10 +266,10 @@ impl Session {
                 abandoned.push(id);
             }
         }
-        if !abandoned.is_empty() {
-            if let Err(e) = self.release(&abandoned).await {
-                tracing::warn!(error = %e, "releasing abandoned claims; the session starts over");
-            }
+        if !abandoned.is_empty()
+            && let Err(e) = self.release(&abandoned).await
+        {
+            tracing::warn!(error = %e, "releasing abandoned claims; the session starts over");
         }
     }
 
