@@ -12,6 +12,7 @@
 # batched, and 16 x the tps of either script when both are.
 # Usage: crates/bench/pgbench/run.sh [postgres URL of a server to create a database on]
 set -euo pipefail
+command -v pgbench >/dev/null || { echo "pgbench not found: it comes with Debian's postgresql package (just services installs it)" >&2; exit 1; }
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../../.."
 url="${1:-postgres://postgres@127.0.0.1:5432}"
