@@ -30,8 +30,10 @@ use uuid::Uuid;
 pub const PROGRESS_TTL: Duration = Duration::from_secs(30);
 /// Messages waiting to be published per process; more are dropped.
 const BUFFER: usize = 1024;
-/// Longest wait for one publish before it is given up.
+/// Longest wait for one pipeline of publishes before it is given up (its messages are dropped).
 const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most messages sent in one pipeline.
+const BATCH: usize = 128;
 /// Longest wait for a progress read on the request path.
 const READ_TIMEOUT: Duration = Duration::from_millis(300);
 /// How often a subscription checks that its connection is alive.
@@ -116,27 +118,13 @@ async fn send_loop(
     let events = names.events_channel();
     let cancel = names.cancel_channel();
     let mut last_warning: Option<Instant> = None;
-    while let Some(msg) = rx.recv().await {
+    let mut batch = Vec::with_capacity(BATCH);
+    // Whatever queued up while the previous pipeline was in flight goes in the next one: one
+    // round trip for many events under load, in the order they were offered.
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
-        match &msg {
-            Outgoing::Event(event) => {
-                let json = serde_json::to_string(event).expect("events serialise");
-                let key = names.progress_key(event.job_id());
-                match event {
-                    JobEvent::Progress { progress, .. } => {
-                        let stored = serde_json::to_string(progress).expect("progress serialises");
-                        pipe.set_ex(&key, stored, PROGRESS_TTL.as_secs()).ignore();
-                    }
-                    // Another attempt, a retry or the end: the last progress no longer holds.
-                    JobEvent::State { .. } => {
-                        pipe.del(&key).ignore();
-                    }
-                }
-                pipe.publish(&events, &json).ignore();
-            }
-            Outgoing::Cancel(id) => {
-                pipe.publish(&cancel, id.to_string()).ignore();
-            }
+        for msg in batch.drain(..) {
+            add(&mut pipe, &names, &events, &cancel, &msg);
         }
         let sent = tokio::time::timeout(SEND_TIMEOUT, pipe.query_async::<()>(&mut conn)).await;
         let error = match sent {
@@ -147,6 +135,30 @@ async fn send_loop(
         if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_warning = Some(Instant::now());
             tracing::warn!(%error, "publishing job events to Redis failed; progress and events are dropped until it answers (jobs are not affected)");
+        }
+    }
+}
+
+/// Adds `msg`'s commands to `pipe`.
+fn add(pipe: &mut redis::Pipeline, names: &EventNames, events: &str, cancel: &str, msg: &Outgoing) {
+    match msg {
+        Outgoing::Event(event) => {
+            let json = serde_json::to_string(event).expect("events serialise");
+            let key = names.progress_key(event.job_id());
+            match event {
+                JobEvent::Progress { progress, .. } => {
+                    let stored = serde_json::to_string(progress).expect("progress serialises");
+                    pipe.set_ex(&key, stored, PROGRESS_TTL.as_secs()).ignore();
+                }
+                // Another attempt, a retry or the end: the last progress no longer holds.
+                JobEvent::State { .. } => {
+                    pipe.del(&key).ignore();
+                }
+            }
+            pipe.publish(events, &json).ignore();
+        }
+        Outgoing::Cancel(id) => {
+            pipe.publish(cancel, id.to_string()).ignore();
         }
     }
 }
