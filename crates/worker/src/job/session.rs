@@ -40,11 +40,13 @@ pub enum SessionError {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, SessionError>>;
+/// A claim's answer: what the claim found, and the lock when the job is ours.
+type Claimed = (Claim, Option<JobLock>);
 
 enum Op {
     Claim {
         id: Uuid,
-        reply: Reply<(Claim, u64)>,
+        reply: Reply<Claimed>,
     },
     Complete {
         id: Uuid,
@@ -69,24 +71,21 @@ impl LockSession {
     /// connection must never keep a lock) when the first operation arrives.
     pub fn spawn(pool: PgPool) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        // Weak: the session hands out the locks it claims, yet stops once every handle is gone.
+        tokio::spawn(run(pool, tx.downgrade(), rx));
         Self { tx }
     }
 
-    /// [`transitions::claim`] on the session. A claimed job comes with its [`JobLock`].
-    /// Dropped before the answer, the claim still runs; a lock it took is released then.
-    pub async fn claim(&self, id: Uuid) -> Result<(Claim, Option<JobLock>), SessionError> {
+    /// [`transitions::claim`] on the session. A claimed job comes with its [`JobLock`],
+    /// made by the session before it answers: dropped at any point (before the claim runs,
+    /// while it runs, or with the answer unread), the claim still runs and a lock it took is
+    /// released.
+    pub async fn claim(&self, id: Uuid) -> Result<Claimed, SessionError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Op::Claim { id, reply })
             .map_err(|_| SessionError::Stopped)?;
-        let (claim, generation) = answer.await.map_err(|_| SessionError::Stopped)??;
-        let lock = matches!(claim, Claim::Claimed { .. }).then(|| JobLock {
-            id,
-            generation,
-            session: Some(self.clone()),
-        });
-        Ok((claim, lock))
+        answer.await.map_err(|_| SessionError::Stopped)?
     }
 }
 
@@ -139,14 +138,21 @@ impl Drop for JobLock {
 /// time the connection is dropped with every lock on it).
 struct Session {
     pool: PgPool,
+    /// For the locks it hands out: each releases itself through it when dropped.
+    handle: mpsc::WeakUnboundedSender<Op>,
     conn: Option<PgConnection>,
     held: HashSet<Uuid>,
     generation: u64,
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::UnboundedReceiver<Op>) {
+async fn run(
+    pool: PgPool,
+    handle: mpsc::WeakUnboundedSender<Op>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+) {
     let mut s = Session {
         pool,
+        handle,
         conn: None,
         held: HashSet::new(),
         generation: 0,
@@ -224,13 +230,13 @@ impl Session {
         result
     }
 
-    async fn claim(&mut self, claims: Vec<(Uuid, Reply<(Claim, u64)>)>) {
+    async fn claim(&mut self, claims: Vec<(Uuid, Reply<Claimed>)>) {
         // Held here already, or twice in this round: a duplicate delivery to this worker.
         let mut asked = Vec::with_capacity(claims.len());
         let mut replies = Vec::with_capacity(claims.len());
         for (id, reply) in claims {
             if self.held.contains(&id) || asked.contains(&id) {
-                let _ = reply.send(Ok((Claim::Busy, self.generation)));
+                let _ = reply.send(Ok((Claim::Busy, None)));
             } else {
                 asked.push(id);
                 replies.push(reply);
@@ -254,22 +260,18 @@ impl Session {
                 return;
             }
         };
-        let mut abandoned = Vec::new();
         for ((id, claim), reply) in asked.into_iter().zip(claims).zip(replies) {
-            let claimed = matches!(claim, Claim::Claimed { .. });
-            if claimed {
+            let lock = matches!(claim, Claim::Claimed { .. }).then(|| {
                 self.held.insert(id);
-            }
-            if reply.send(Ok((claim, self.generation))).is_err() && claimed {
-                // Its job is gone (the delivery was dropped mid-claim): let the job go.
-                self.held.remove(&id);
-                abandoned.push(id);
-            }
-        }
-        if !abandoned.is_empty()
-            && let Err(e) = self.release(&abandoned).await
-        {
-            tracing::warn!(error = %e, "releasing abandoned claims; the session starts over");
+                JobLock {
+                    id,
+                    generation: self.generation,
+                    session: self.handle.upgrade().map(|tx| LockSession { tx }),
+                }
+            });
+            // If its job is gone (the delivery dropped mid-claim), or goes before reading the
+            // answer, the lock is dropped with the answer and releases itself next round.
+            let _ = reply.send(Ok((claim, lock)));
         }
     }
 
@@ -318,4 +320,60 @@ impl Session {
 /// `sqlx::Error` is not `Clone`; every job of a failed statement gets its text.
 fn clone_error(e: &sqlx::Error) -> sqlx::Error {
     sqlx::Error::Protocol(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clipstash_domain::VideoSource;
+    use clipstash_testkit::TestDb;
+
+    use super::*;
+
+    async fn locked(db: &TestDb, id: Uuid) -> bool {
+        let mut c = db.pool.acquire().await.unwrap();
+        transitions::is_locked(&mut c, id).await.unwrap()
+    }
+
+    /// apalis drops a job's future whenever it restarts its worker: also after the session
+    /// answered the claim but before the job read the answer. The lock must not outlive it
+    /// (a job stuck `running` behind a lock nobody holds on purpose: the chaos suite's
+    /// redis-restart found it).
+    #[tokio::test]
+    async fn a_claim_whose_answer_is_never_read_releases_its_lock() {
+        let db = TestDb::new().await;
+        let session = LockSession::spawn(db.pool.clone());
+        let id = Uuid::now_v7();
+        clipstash_db::jobs::insert_job(&db.pool, id, "https://a.example/v", VideoSource::Direct)
+            .await
+            .unwrap();
+        let (reply, answer) = oneshot::channel();
+        session.tx.send(Op::Claim { id, reply }).unwrap();
+        // The session claims and answers; nobody reads the answer.
+        let mut waited = Duration::ZERO;
+        while !locked(&db, id).await {
+            assert!(
+                waited < Duration::from_secs(10),
+                "the claim never took the lock"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        drop(answer);
+        let mut waited = Duration::ZERO;
+        while locked(&db, id).await {
+            assert!(
+                waited < Duration::from_secs(10),
+                "the lock of an unread claim was never released"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += Duration::from_millis(10);
+        }
+        // And the next delivery may claim it.
+        assert!(matches!(
+            session.claim(id).await.unwrap().0,
+            Claim::Claimed { attempts: 2, .. }
+        ));
+    }
 }
