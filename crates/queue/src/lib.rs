@@ -189,17 +189,23 @@ impl Queue {
 
     async fn prune_set(&self, set: &str, batch: usize) -> redis::RedisResult<u64> {
         let batch = batch.max(1);
+        let mut call = PRUNE_DONE_SCRIPT.key(self.key(set));
+        call.key(self.key("data")).arg(self.key("meta:")).arg(batch);
+        self.until_short(&call, batch).await
+    }
+
+    /// Runs a script that handles at most `chunk` items per call until a call handles fewer;
+    /// returns how many were handled in all.
+    async fn until_short(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+        chunk: usize,
+    ) -> redis::RedisResult<u64> {
         let mut total = 0u64;
         loop {
-            let n: u64 = PRUNE_DONE_SCRIPT
-                .key(self.key(set))
-                .key(self.key("data"))
-                .arg(self.key("meta:"))
-                .arg(batch)
-                .invoke_async(&mut self.conn.clone())
-                .await?;
+            let n: u64 = call.invoke_async(&mut self.conn.clone()).await?;
             total += n;
-            if n < batch as u64 {
+            if n < chunk as u64 {
                 return Ok(total);
             }
         }
@@ -212,25 +218,12 @@ impl Queue {
     /// scheduled set never holds that many due tasks when apalis looks.
     pub async fn promote_due(&self, chunk: usize) -> redis::RedisResult<u64> {
         let chunk = chunk.clamp(1, 1000);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut total = 0u64;
-        loop {
-            let n: u64 = PROMOTE_SCRIPT
-                .key(self.key("scheduled"))
-                .key(self.key("active"))
-                .key(self.key("signal"))
-                .arg(now)
-                .arg(chunk)
-                .invoke_async(&mut self.conn.clone())
-                .await?;
-            total += n;
-            if n < chunk as u64 {
-                return Ok(total);
-            }
-        }
+        let mut call = PROMOTE_SCRIPT.key(self.key("scheduled"));
+        call.key(self.key("active"))
+            .key(self.key("signal"))
+            .arg(unix_now())
+            .arg(chunk);
+        self.until_short(&call, chunk).await
     }
 
     pub async fn ping(&self) -> redis::RedisResult<()> {
@@ -247,10 +240,7 @@ impl Queue {
 
     /// Samples the queue in one atomic script.
     pub async fn stats(&self) -> redis::RedisResult<QueueStats> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let live_since = now.saturating_sub(self.orphan_timeout.as_secs());
         let (pending, scheduled, running, dead, workers_live): (u64, u64, u64, u64, u64) =
             STATS_SCRIPT
@@ -285,6 +275,14 @@ impl Queue {
             .invoke_async(&mut self.conn.clone())
             .await
     }
+}
+
+/// Seconds since the epoch: apalis-redis' unit for scores and heartbeats.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 static STATS_SCRIPT: std::sync::LazyLock<redis::Script> =
