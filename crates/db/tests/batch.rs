@@ -2,12 +2,28 @@
 
 use std::collections::HashSet;
 
-use clipstash_db::batch::{JobInserter, MAX_BATCH};
+use clipstash_db::JobRow;
+use clipstash_db::batch::{Inserted, JobInserter, MAX_BATCH};
 use clipstash_db::jobs::{self, NewJob};
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
 use clipstash_testkit::TestDb;
 use futures_util::future::join_all;
 use uuid::Uuid;
+
+/// Submits a direct job per id, all at once: one task polls them all, so every submit is
+/// queued before the batching task runs.
+async fn insert_all(inserter: &JobInserter, ids: &[Uuid]) -> Vec<Inserted> {
+    join_all(ids.iter().map(|id| async move {
+        inserter
+            .insert(&NewJob::new(
+                *id,
+                "https://a.example/v.mp4",
+                VideoSource::Direct,
+            ))
+            .await
+    }))
+    .await
+}
 
 /// Concurrent submits share commits, and each caller gets back exactly its own row, with
 /// every option it asked for, already in the table.
@@ -66,20 +82,11 @@ async fn a_burst_larger_than_a_batch_is_split_and_all_rows_arrive() {
     let inserter = JobInserter::spawn(db.pool.clone(), 2);
     let n = MAX_BATCH * 2 + 7;
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let rows = join_all(ids.iter().map(|id| {
-        let inserter = inserter.clone();
-        async move {
-            inserter
-                .insert(&NewJob::new(
-                    *id,
-                    "https://a.example/v.mp4",
-                    VideoSource::Direct,
-                ))
-                .await
-                .unwrap()
-        }
-    }))
-    .await;
+    let rows: Vec<JobRow> = insert_all(&inserter, &ids)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(rows.len(), n);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
         .fetch_one(&db.pool)
@@ -111,19 +118,7 @@ async fn a_failed_batch_fails_every_caller_in_it() {
         .unwrap();
     // The second of these reuses a primary key, so their shared statement fails.
     let ids = [Uuid::now_v7(), taken, Uuid::now_v7()];
-    let results = join_all(ids.iter().map(|id| {
-        let inserter = inserter.clone();
-        async move {
-            inserter
-                .insert(&NewJob::new(
-                    *id,
-                    "https://a.example/w.mp4",
-                    VideoSource::Direct,
-                ))
-                .await
-        }
-    }))
-    .await;
+    let results = insert_all(&inserter, &ids).await;
     assert!(results.iter().all(Result::is_err), "{results:?}");
     for id in [ids[0], ids[2]] {
         assert!(jobs::get_job(&db.pool, id).await.unwrap().is_none());
