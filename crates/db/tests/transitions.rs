@@ -48,14 +48,11 @@ async fn completing_twice_counts_the_file_once() {
         .expect("a running job succeeds");
     assert_eq!((first.bytes_used, first.file_count), (1000, 1));
     // The completion released the job's lock in the same statement.
-    let advisory: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    assert_eq!(advisory, 0, "the lock outlived the completion");
+    assert_eq!(
+        advisory_locks(&db).await,
+        0,
+        "the lock outlived the completion"
+    );
     // The same completion again (a second delivery that got this far): the file row's
     // primary key turns it into a no-op for usage.
     let second = transitions::complete(&mut conn, id, &object(id, 1000))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clipstash_db::{Claim, jobs, transitions};
 use clipstash_domain::{JobStatus, StorageProvider, StoredObject, VideoSource};
-use clipstash_testkit::TestDb;
+use clipstash_testkit::{TestDb, wait_for};
 use clipstash_worker::job::LockSession;
 use clipstash_worker::job::session::SessionError;
 use uuid::Uuid;
@@ -36,16 +36,14 @@ async fn locked(db: &TestDb, id: Uuid) -> bool {
 
 /// Polls until the job's lock is in the state wanted (releases are sent, not awaited).
 async fn wait_locked(db: &TestDb, id: Uuid, want: bool) {
-    for _ in 0..200 {
-        if locked(db, id).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "the lock of {id} never became {}",
+    let what = format!(
+        "the lock of {id} to be {}",
         if want { "held" } else { "free" }
     );
+    wait_for(&what, Duration::from_secs(10), || async {
+        (locked(db, id).await == want).then_some(())
+    })
+    .await
 }
 
 #[tokio::test]

@@ -327,7 +327,7 @@ mod tests {
     use std::time::Duration;
 
     use clipstash_domain::VideoSource;
-    use clipstash_testkit::TestDb;
+    use clipstash_testkit::{TestDb, wait_for};
 
     use super::*;
 
@@ -351,25 +351,16 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         session.tx.send(Op::Claim { id, reply }).unwrap();
         // The session claims and answers; nobody reads the answer.
-        let mut waited = Duration::ZERO;
-        while !locked(&db, id).await {
-            assert!(
-                waited < Duration::from_secs(10),
-                "the claim never took the lock"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += Duration::from_millis(10);
-        }
+        let limit = Duration::from_secs(10);
+        wait_for("the claim to take the lock", limit, || async {
+            locked(&db, id).await.then_some(())
+        })
+        .await;
         drop(answer);
-        let mut waited = Duration::ZERO;
-        while locked(&db, id).await {
-            assert!(
-                waited < Duration::from_secs(10),
-                "the lock of an unread claim was never released"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            waited += Duration::from_millis(10);
-        }
+        wait_for("the unread claim's lock to be released", limit, || async {
+            (!locked(&db, id).await).then_some(())
+        })
+        .await;
         // And the next delivery may claim it.
         assert!(matches!(
             session.claim(id).await.unwrap().0,
