@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -32,12 +32,29 @@ use tokio::sync::watch;
 
 const BLOCK: usize = 64 * 1024;
 
-/// Fills `buf` with the bytes at `offset..` of media `seed`.
+/// One period of the media's bytes: 64 KiB of a multiplicative hash, computed once.
+fn pattern() -> &'static [u8] {
+    static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
+    PATTERN.get_or_init(|| {
+        (0..BLOCK as u64)
+            .map(|p| (p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) as u8)
+            .collect()
+    })
+}
+
+/// Fills `buf` with the bytes at `offset..` of media `seed`: the pattern, rotated by the
+/// seed, so different seeds give different files. Copying the pattern costs about what a
+/// file server's read from the page cache does; generating every byte anew cost the bench's
+/// load generator a core of its own (docs/BENCHMARKS.md).
 fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
-    for (i, b) in buf.iter_mut().enumerate() {
-        let p = offset + i as u64;
-        let x = p.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        *b = (x >> 29) as u8;
+    let pattern = pattern();
+    let mut at = (offset.wrapping_add(seed.wrapping_mul(7919)) % BLOCK as u64) as usize;
+    let mut out = buf;
+    while !out.is_empty() {
+        let n = out.len().min(BLOCK - at);
+        out[..n].copy_from_slice(&pattern[at..at + n]);
+        out = &mut out[n..];
+        at = 0;
     }
 }
 
