@@ -14,10 +14,10 @@ use clipstash_domain::{ErrorCode, JobError, Media, StoredObject};
 use futures_util::StreamExt;
 use metrics_core::Tracker;
 use object_store::WriteMultipart;
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::hash::StreamHasher;
 use crate::{Placement, Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
 
 /// First reservation for a stream of unknown length; it doubles as the stream grows, by at
@@ -172,7 +172,7 @@ async fn copy(
     max_bytes: u64,
     quota: &mut Reservation<'_>,
 ) -> Result<(u64, String), JobError> {
-    let mut hasher = Sha256::new();
+    let mut hasher = StreamHasher::default();
     let mut size: u64 = 0;
     let mut body = media.body;
     while let Some(chunk) = body.next().await {
@@ -182,7 +182,7 @@ async fn copy(
             return Err(too_large(size, max_bytes));
         }
         quota.cover(size, max_bytes).await?;
-        hasher.update(&chunk);
+        hasher.update(&chunk).await;
         upload
             .wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT)
             .await
@@ -195,7 +195,7 @@ async fn copy(
             format!("got {size} of {len} bytes"),
         ));
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    Ok((size, hasher.finish().await?))
 }
 
 fn too_large(size: u64, max: u64) -> JobError {

@@ -3,6 +3,7 @@
 //! download goes through (quota reservation, size cap, SHA-256, multipart upload).
 
 pub mod config;
+pub mod hash;
 pub mod ingest;
 pub mod placement;
 pub mod providers;
@@ -18,6 +19,9 @@ pub use providers::{Kind, Provider};
 /// Part size of streamed uploads: S3's minimum is 5 MiB; memory per download is bounded by
 /// about (1 + `UPLOAD_PARTS_IN_FLIGHT`) parts.
 pub const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Part size on local disk, which has no minimum: a part is one write, and small parts keep
+/// the bytes between the socket and the file in the CPU's cache (docs/BENCHMARKS.md).
+pub const LOCAL_PART_BYTES: usize = 1024 * 1024;
 /// Parts written concurrently before the download waits (back-pressure).
 pub const UPLOAD_PARTS_IN_FLIGHT: usize = 2;
 

@@ -17,7 +17,7 @@ use object_store::{
 };
 use url::Url;
 
-use crate::UPLOAD_PART_BYTES;
+use crate::{LOCAL_PART_BYTES, UPLOAD_PART_BYTES};
 
 /// Which kind of store backs a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, strum::IntoStaticStr)]
@@ -107,10 +107,11 @@ impl Provider {
     /// Starts a streamed upload to `key`; nothing is visible at `key` until it finishes.
     pub async fn start_upload(&self, key: &str) -> object_store::Result<WriteMultipart> {
         let upload = self.store.put_multipart(&self.path(key)).await?;
-        Ok(WriteMultipart::new_with_chunk_size(
-            upload,
-            UPLOAD_PART_BYTES,
-        ))
+        let part_bytes = match self.kind {
+            Kind::Local => LOCAL_PART_BYTES,
+            Kind::S3 | Kind::Gcs | Kind::Azure => UPLOAD_PART_BYTES,
+        };
+        Ok(WriteMultipart::new_with_chunk_size(upload, part_bytes))
     }
 
     /// Reads `key`, whole or a range of it.
