@@ -39,6 +39,18 @@ pub fn of_pid(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / ticks_per_second())
 }
 
+/// CPU time of this process's children that have ended and been waited for (user +
+/// system, `getrusage(RUSAGE_CHILDREN)`): a short-lived tool such as `curl` is charged as
+/// the difference across its run. Running children (the API, the workers) are not in it.
+pub fn of_waited_children() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let secs = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// CPU time per process of a group chosen by its command line, kept so that a later
 /// [`Group::since`] charges each process only what it used in between (Postgres forks a
 /// backend per connection: backends that start later count in full).
@@ -124,6 +136,18 @@ mod tests {
         assert!(used >= Duration::from_millis(100), "{used:?}");
         // Everything on the machine since the snapshot, not since boot.
         assert!(used < Duration::from_secs(60), "{used:?}");
+    }
+
+    #[test]
+    fn a_waited_child_is_charged_its_cpu_time() {
+        let before = of_waited_children();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let used = of_waited_children() - before;
+        assert!(used >= Duration::from_millis(20), "{used:?}");
     }
 
     #[test]

@@ -211,9 +211,11 @@ async fn main() -> anyhow::Result<()> {
     let url = media.url(&format!("/media/{large}/1/large"));
     std::fs::create_dir_all(&storage)?;
     let curl_file = storage.join("curl-baseline");
+    let me = std::process::id();
     let curl_to = |out: std::path::PathBuf| {
         let url = url.clone();
         async move {
+            let (curl_before, me_before) = (cpu::of_waited_children(), cpu::of_pid(me));
             let t = Instant::now();
             let status = tokio::process::Command::new("curl")
                 .args(["-sS", "-o"])
@@ -222,11 +224,14 @@ async fn main() -> anyhow::Result<()> {
                 .status()
                 .await?;
             anyhow::ensure!(status.success(), "curl failed");
-            anyhow::Ok(t.elapsed())
+            let wall = t.elapsed();
+            let cpu = cpu::of_waited_children() - curl_before + (cpu::of_pid(me) - me_before);
+            anyhow::Ok((wall, cpu))
         }
     };
-    let curl_null = curl_to("/dev/null".into()).await?;
-    let curl = curl_to(curl_file.clone()).await?;
+    let (curl_null, _) = curl_to("/dev/null".into()).await?;
+    let (curl, curl_cpu) = curl_to(curl_file.clone()).await?;
+    let sha_alone = sha256_alone(large);
     std::fs::remove_file(&curl_file)?;
     let rss_before: Vec<u64> = workers
         .iter()
@@ -234,7 +239,6 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     // CPU used while the large job runs: is the path bound by the two cores it shares with
     // the media server (this process), or by something else?
-    let me = std::process::id();
     let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
     let t = Instant::now();
     let r: serde_json::Value = client
@@ -304,6 +308,17 @@ async fn main() -> anyhow::Result<()> {
         me_used.as_millis(),
         used / available * 100.0
     );
+    // What no download that hashes can beat here: its hash alone, and curl's work plus the
+    // hash spread over every core.
+    let floor = sha_alone.max((curl_cpu + sha_alone) / cores as u32);
+    println!(
+        "  floor: SHA-256 of {} MiB alone {} ms on one core; curl -o file used {} ms of CPU with the media server; the job cannot beat max(hash, (curl's CPU + hash) / {cores} cores) = {} ms = {:.2}x curl",
+        args.large_mib,
+        sha_alone.as_millis(),
+        curl_cpu.as_millis(),
+        floor.as_millis(),
+        floor.as_secs_f64() / curl.as_secs_f64()
+    );
     println!(
         "worker peak RSS (VmHWM): {} MiB before the large job, {} MiB after",
         rss_before.iter().max().unwrap() >> 20,
@@ -335,4 +350,23 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Wall time of SHA-256 over `bytes` bytes already in memory, on one core (the crate and
+/// code the worker hashes with): the least time any download that hashes its bytes takes.
+fn sha256_alone(bytes: u64) -> Duration {
+    use sha2::{Digest, Sha256};
+    let block: Vec<u8> = (0..1024 * 1024u64)
+        .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) as u8)
+        .collect();
+    let t = Instant::now();
+    let mut hasher = Sha256::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        hasher.update(&block[..n]);
+        left -= n as u64;
+    }
+    std::hint::black_box(hasher.finalize());
+    t.elapsed()
 }
