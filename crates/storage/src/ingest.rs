@@ -9,11 +9,14 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use clipstash_db::usage;
 use clipstash_domain::{ErrorCode, JobError, Media, StoredObject};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use metrics_core::Tracker;
-use object_store::WriteMultipart;
+use object_store::{PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -25,6 +28,11 @@ use crate::{Placement, Provider, Storage, UPLOAD_PARTS_IN_FLIGHT};
 pub const RESERVE_FIRST: u64 = 1024 * 1024;
 /// Largest growth of a reservation.
 pub const RESERVE_STEP: u64 = 64 * 1024 * 1024;
+
+/// Files the source announces at up to this size are read whole, then written with one
+/// `put`: one request to a cloud provider instead of three (start, part, complete), one hop
+/// to the blocking pool on local disk instead of two.
+pub const SINGLE_PUT_MAX: u64 = 1024 * 1024;
 
 /// Streams `media` into a provider chosen by the placement policy, at the job's key,
 /// refusing more than `max_bytes`.
@@ -39,6 +47,9 @@ pub async fn ingest(
         return Err(too_large(len, max_bytes));
     }
     let key = Storage::object_key(job_id);
+    if let Some(len) = media.expected_len.filter(|&l| l <= SINGLE_PUT_MAX) {
+        return ingest_whole(storage, pool, job_id, key, media, len).await;
+    }
     let first = media.expected_len.unwrap_or(RESERVE_FIRST).min(max_bytes);
     let (provider, mut upload) = open_upload(storage, pool, job_id, &key, first).await?;
     let mut quota = Reservation {
@@ -72,16 +83,93 @@ pub async fn ingest(
     }
 }
 
-/// Tries providers in placement order: reserve `bytes`, then start the upload. A provider
-/// without room is passed over; so is one that errors, when another has room.
-async fn open_upload<'s>(
-    storage: &'s Storage,
+/// A small file of announced length `len`: space is reserved first, as for a stream; the
+/// body is read whole (hashed on the way) once a provider has room, then written with one
+/// `put`. A provider whose `put` fails gives its space back and the next one is tried with
+/// the bytes already read.
+async fn ingest_whole(
+    storage: &Storage,
     pool: &PgPool,
     job_id: Uuid,
-    key: &str,
-    bytes: u64,
-) -> Result<(&'s Provider, WriteMultipart), JobError> {
-    // Only least-used placement needs the figures: spare the others a query per job.
+    key: String,
+    media: Media,
+    len: u64,
+) -> Result<StoredObject, JobError> {
+    let content_type = media.content_type.clone();
+    let mut body = Some(media.body);
+    let mut read: Option<(PutPayload, String)> = None;
+    let mut last_error = None;
+    for provider in candidates(storage, pool).await? {
+        let name = provider.name().as_str();
+        if !usage::reserve(pool, job_id, name, len, provider.quota_bytes())
+            .await
+            .map_err(db_error)?
+        {
+            continue;
+        }
+        let tracker = Tracker::start(provider.name());
+        if let Some(body) = body.take() {
+            read = Some(read_whole(body, len).await?);
+        }
+        let Some((payload, sha256)) = &read else {
+            unreachable!("the body is read before the first put");
+        };
+        match provider.put(&key, payload.clone()).await {
+            Ok(()) => {
+                tracker.success();
+                return Ok(StoredObject {
+                    provider: provider.name().clone(),
+                    object_key: key,
+                    size_bytes: len as i64,
+                    sha256: sha256.clone(),
+                    content_type,
+                });
+            }
+            Err(e) => {
+                tracing::warn!(%job_id, provider = name, error = %e, "provider failed to store a file; trying the next");
+                usage::release_reservation(pool, job_id)
+                    .await
+                    .map_err(db_error)?;
+                last_error = Some(e);
+            }
+        }
+    }
+    usage::release_reservation(pool, job_id)
+        .await
+        .map_err(db_error)?;
+    Err(no_provider(last_error, len))
+}
+
+/// Reads a body announced at `len` bytes whole, hashing it; fails as soon as it runs past
+/// `len`, and if it ends short.
+async fn read_whole(
+    mut body: BoxStream<'static, Result<Bytes, JobError>>,
+    len: u64,
+) -> Result<(PutPayload, String), JobError> {
+    let mut hasher = Sha256::new();
+    let mut chunks = Vec::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        if size > len {
+            return Err(length_mismatch(size, len));
+        }
+        hasher.update(&chunk);
+        chunks.push(chunk);
+    }
+    if size != len {
+        return Err(length_mismatch(size, len));
+    }
+    Ok((chunks.into_iter().collect(), hex::encode(hasher.finalize())))
+}
+
+/// The providers in the order the placement policy tries them. Only least-used placement
+/// needs the usage figures: the others are spared a query per job.
+async fn candidates<'s>(
+    storage: &'s Storage,
+    pool: &PgPool,
+) -> Result<Vec<&'s Provider>, JobError> {
     let used: HashMap<String, i64> = if storage.placement() == Placement::LeastUsed {
         usage::storage_usage(pool)
             .await
@@ -92,8 +180,20 @@ async fn open_upload<'s>(
     } else {
         HashMap::new()
     };
+    Ok(storage.placement().order(storage.providers(), &used))
+}
+
+/// Tries providers in placement order: reserve `bytes`, then start the upload. A provider
+/// without room is passed over; so is one that errors, when another has room.
+async fn open_upload<'s>(
+    storage: &'s Storage,
+    pool: &PgPool,
+    job_id: Uuid,
+    key: &str,
+    bytes: u64,
+) -> Result<(&'s Provider, WriteMultipart), JobError> {
     let mut last_error = None;
-    for provider in storage.placement().order(storage.providers(), &used) {
+    for provider in candidates(storage, pool).await? {
         let name = provider.name().as_str();
         if !usage::reserve(pool, job_id, name, bytes, provider.quota_bytes())
             .await
@@ -116,13 +216,18 @@ async fn open_upload<'s>(
     usage::release_reservation(pool, job_id)
         .await
         .map_err(db_error)?;
-    Err(match last_error {
-        Some(e) => JobError::new(ErrorCode::StorageError, format!("starting upload: {e}")),
+    Err(no_provider(last_error, bytes))
+}
+
+/// No provider took the file: the last provider's error, or none had room for `bytes`.
+fn no_provider(last_error: Option<object_store::Error>, bytes: u64) -> JobError {
+    match last_error {
+        Some(e) => JobError::new(ErrorCode::StorageError, format!("storing: {e}")),
         None => JobError::new(
             ErrorCode::StorageFull,
             format!("no storage provider has room for {bytes} more bytes"),
         ),
-    })
+    }
 }
 
 /// The space a running upload holds on its provider.
@@ -190,12 +295,14 @@ async fn copy(
         upload.put(chunk);
     }
     if let Some(len) = media.expected_len.filter(|&l| l != size) {
-        return Err(JobError::new(
-            ErrorCode::Truncated,
-            format!("got {size} of {len} bytes"),
-        ));
+        return Err(length_mismatch(size, len));
     }
     Ok((size, hasher.finish().await?))
+}
+
+/// The body's length is not the one announced.
+fn length_mismatch(size: u64, len: u64) -> JobError {
+    JobError::new(ErrorCode::Truncated, format!("got {size} of {len} bytes"))
 }
 
 fn too_large(size: u64, max: u64) -> JobError {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use clipstash_db::{Claim, jobs, transitions, usage};
 use clipstash_domain::{ErrorCode, Media, VideoSource};
-use clipstash_storage::ingest::ingest;
+use clipstash_storage::ingest::{SINGLE_PUT_MAX, ingest};
 use clipstash_storage::{Placement, Storage, StorageArgs};
 use clipstash_testkit::TestDb;
 use futures_util::StreamExt;
@@ -158,17 +158,63 @@ async fn least_used_alternates_between_equal_providers() {
 #[tokio::test]
 async fn a_provider_that_errors_is_skipped_when_another_has_room() {
     let db = TestDb::new().await;
-    let (broken, dir_broken) = local("broken", 0);
-    let (good, dir_good) = local("good", 0);
-    let s = storage(&[broken, good], Placement::Ordered);
-    // The first provider's root becomes a plain file: every upload to it fails.
-    std::fs::remove_dir_all(&dir_broken).unwrap();
-    std::fs::write(&dir_broken, b"not a folder").unwrap();
-    assert_eq!(run(&db.pool, &s, MIB, true).await, Ok("good".into()));
-    let _ = (
-        std::fs::remove_file(dir_broken),
-        std::fs::remove_dir_all(dir_good),
-    );
+    // A file up to SINGLE_PUT_MAX goes in one put, so the broken provider fails after the
+    // body is read; a larger one streams, and fails as its upload starts.
+    for len in [SINGLE_PUT_MAX, SINGLE_PUT_MAX + 1] {
+        let (broken, dir_broken) = local("broken", 0);
+        let (good, dir_good) = local("good", 0);
+        let s = storage(&[broken, good], Placement::Ordered);
+        // The first provider's root becomes a plain file: every upload to it fails.
+        std::fs::remove_dir_all(&dir_broken).unwrap();
+        std::fs::write(&dir_broken, b"not a folder").unwrap();
+        assert_eq!(
+            run(&db.pool, &s, len, true).await,
+            Ok("good".into()),
+            "{len}"
+        );
+        assert_eq!(stored_bytes(&dir_good), len, "{len}");
+        let _ = (
+            std::fs::remove_file(dir_broken),
+            std::fs::remove_dir_all(dir_good),
+        );
+    }
+}
+
+/// Bytes of every file under `dir`.
+fn stored_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type().unwrap().is_dir() {
+            true => stored_bytes(&e.path()),
+            false => e.metadata().unwrap().len(),
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_small_body_off_its_announced_length_is_refused_and_leaves_nothing() {
+    let db = TestDb::new().await;
+    let (p, dir) = local("p", 10 * MIB);
+    let s = storage(&[p], Placement::Ordered);
+    for (announced, sent) in [(100_000, 100_001), (100_000, 99_999), (100_000, 200_000)] {
+        let (id, mut conn) = running_job(&db.pool).await;
+        let mut m = media(sent, true);
+        m.expected_len = Some(announced);
+        let e = ingest(&s, &db.pool, id, m, 100 * MIB).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::Truncated, "{sent} of {announced}: {e:?}");
+        transitions::record_failure(&mut *conn, id, e.code, &e.message, false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stored_bytes(&dir), 0);
+    let all = usage::storage_usage(&db.pool).await.unwrap();
+    assert_eq!(used(&all, "p"), (0, 0));
+    // Nothing stays reserved: the whole quota is there for the next file.
+    assert_eq!(run(&db.pool, &s, 10 * MIB, true).await, Ok("p".into()));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use clipstash_domain::StorageProvider;
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    GetOptions, GetRange, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, WriteMultipart,
+    GetOptions, GetRange, GetResult, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload,
+    WriteMultipart,
 };
 use url::Url;
 
@@ -112,6 +113,12 @@ impl Provider {
             Kind::S3 | Kind::Gcs | Kind::Azure => UPLOAD_PART_BYTES,
         };
         Ok(WriteMultipart::new_with_chunk_size(upload, part_bytes))
+    }
+
+    /// Writes `payload` at `key` in one request; nothing is visible at `key` unless it
+    /// succeeds (local disk writes a staging file and renames it).
+    pub async fn put(&self, key: &str, payload: PutPayload) -> object_store::Result<()> {
+        self.store.put(&self.path(key), payload).await.map(drop)
     }
 
     /// Reads `key`, whole or a range of it.
