@@ -125,10 +125,12 @@ impl Application {
             cache_conn,
             &common.redis.queue,
         );
-        // A quarter of the pool writes batches; the rest serves everything else.
-        let inserter = JobInserter::spawn(
+        // A quarter of the pool writes batches; the rest serves everything else. Each
+        // committed batch is enqueued in one round trip before its submits are answered.
+        let inserter = JobInserter::spawn_then(
             pool.clone(),
             (common.database.db_max_connections as usize / 4).max(1),
+            routes::downloads::enqueue_committed(queue.clone()),
         );
         let state = web::Data::new(AppState {
             inserter,

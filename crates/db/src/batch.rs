@@ -6,11 +6,15 @@
 //! were being written, so a lone submit goes straight through and a burst shares its
 //! commits. Each caller still gets its own row back only after the commit, so "the row
 //! exists before the 202" holds exactly as with a single `INSERT`.
+//!
+//! An [`AfterCommit`] stage runs on each committed batch before its callers are answered:
+//! the API enqueues the batch's jobs there, in one round trip to Redis.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
+use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
@@ -21,7 +25,20 @@ use crate::jobs::{JOB_COLUMNS, JobRow, NewJob};
 pub const MAX_BATCH: usize = 256;
 
 /// What a caller gets back: its row, or the error its batch met (shared by the batch).
-pub type Inserted = Result<JobRow, Arc<sqlx::Error>>;
+pub type Inserted = Result<Committed, Arc<sqlx::Error>>;
+
+/// A committed row, and how the batch's [`AfterCommit`] stage went.
+#[derive(Debug)]
+pub struct Committed {
+    pub row: JobRow,
+    /// The after-commit stage's error, shared by every row of the batch.
+    pub after: Result<(), Arc<anyhow::Error>>,
+}
+
+/// Runs on each committed batch's rows (in submit order) before their callers are
+/// answered; its error reaches every caller of the batch, with its row.
+pub type AfterCommit =
+    Arc<dyn Fn(Vec<JobRow>) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
 
 /// Hands new jobs to the batching task; cheap to clone.
 #[derive(Clone)]
@@ -46,8 +63,14 @@ impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
     /// takes one pooled connection). It ends when the last clone is dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
+        Self::spawn_then(pool, in_flight, Arc::new(|_| Box::pin(async { Ok(()) })))
+    }
+
+    /// Like [`spawn`](Self::spawn), running `after` on every committed batch.
+    pub fn spawn_then(pool: PgPool, in_flight: usize, after: AfterCommit) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * in_flight.max(1));
-        tokio::spawn(run(pool, rx, Arc::new(Semaphore::new(in_flight.max(1)))));
+        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+        tokio::spawn(run(pool, rx, slots, after));
         Self { tx }
     }
 
@@ -71,7 +94,12 @@ impl JobInserter {
     }
 }
 
-async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, slots: Arc<Semaphore>) {
+async fn run(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Pending>,
+    slots: Arc<Semaphore>,
+    after: AfterCommit,
+) {
     // Open the connections batches are written on before the first burst needs them: a
     // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
     let warm =
@@ -91,18 +119,18 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, slots: Arc<Semaphore
                 Err(_) => break,
             }
         }
-        let pool = pool.clone();
+        let (pool, after) = (pool.clone(), after.clone());
         tokio::spawn(async move {
-            write(&pool, batch).await;
+            write(&pool, batch, &after).await;
             drop(slot);
         });
     }
 }
 
-/// One `INSERT` of the whole batch; every caller of it gets its row or the shared error.
-/// The rows travel as one array per column (`UNNEST`), so every batch size is the same
-/// statement, prepared once per connection.
-async fn write(pool: &PgPool, batch: Vec<Pending>) {
+/// One `INSERT` of the whole batch, then the after-commit stage; every caller of it gets
+/// its row or the shared error. The rows travel as one array per column (`UNNEST`), so
+/// every batch size is the same statement, prepared once per connection.
+async fn write(pool: &PgPool, batch: Vec<Pending>, after: &AfterCommit) {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
     let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
@@ -132,11 +160,24 @@ async fn write(pool: &PgPool, batch: Vec<Pending>) {
     match query.fetch_all(pool).await {
         Ok(rows) => {
             let mut rows: HashMap<Uuid, JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-            for p in batch {
-                let row = rows
-                    .remove(&p.id)
-                    .ok_or_else(|| Arc::new(sqlx::Error::RowNotFound));
-                let _ = p.reply.send(row);
+            let answers: Vec<(Pending, Option<JobRow>)> = batch
+                .into_iter()
+                .map(|p| {
+                    let row = rows.remove(&p.id);
+                    (p, row)
+                })
+                .collect();
+            let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
+            let outcome = after(committed).await.map_err(Arc::new);
+            for (p, row) in answers {
+                let answer = match row {
+                    Some(row) => Ok(Committed {
+                        row,
+                        after: outcome.clone(),
+                    }),
+                    None => Err(Arc::new(sqlx::Error::RowNotFound)),
+                };
+                let _ = p.reply.send(answer);
             }
         }
         Err(e) => {

@@ -1,6 +1,8 @@
 //! Group commit of submits (`clipstash_db::batch`) against a real Postgres.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use clipstash_db::JobRow;
 use clipstash_db::batch::{Inserted, JobInserter, MAX_BATCH};
@@ -48,7 +50,7 @@ async fn concurrent_inserts_share_one_statement_and_each_gets_its_own_row() {
                 callback_url: (i % 2 == 0).then_some(callback),
                 ..NewJob::new(*id, url, VideoSource::Ytdlp)
             };
-            inserter.insert(&job).await.unwrap()
+            inserter.insert(&job).await.unwrap().row
         }
     }))
     .await;
@@ -85,7 +87,7 @@ async fn a_burst_larger_than_a_batch_is_split_and_all_rows_arrive() {
     let rows: Vec<JobRow> = insert_all(&inserter, &ids)
         .await
         .into_iter()
-        .map(Result::unwrap)
+        .map(|r| r.unwrap().row)
         .collect();
     assert_eq!(rows.len(), n);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
@@ -123,4 +125,49 @@ async fn a_failed_batch_fails_every_caller_in_it() {
     for id in [ids[0], ids[2]] {
         assert!(jobs::get_job(&db.pool, id).await.unwrap().is_none());
     }
+}
+
+/// The after-commit stage (where the API enqueues) sees each batch once, in submit order,
+/// with its rows already committed; its error reaches every caller of the batch, each still
+/// given its row (the API then marks the job failed).
+#[tokio::test]
+async fn the_after_commit_stage_sees_each_committed_batch_and_its_error_reaches_every_caller() {
+    let db = TestDb::new().await;
+    let seen: Arc<Mutex<Vec<Vec<Uuid>>>> = Arc::default();
+    let fail = Arc::new(AtomicBool::new(false));
+    let (pool, log, failing) = (db.pool.clone(), seen.clone(), fail.clone());
+    let inserter = JobInserter::spawn_then(
+        db.pool.clone(),
+        1,
+        Arc::new(move |rows: Vec<JobRow>| {
+            let (pool, log, failing) = (pool.clone(), log.clone(), failing.clone());
+            Box::pin(async move {
+                for row in &rows {
+                    // Committed: another connection of the pool sees it.
+                    anyhow::ensure!(jobs::get_job(&pool, row.id).await?.is_some());
+                }
+                log.lock()
+                    .unwrap()
+                    .push(rows.iter().map(|r| r.id).collect());
+                anyhow::ensure!(!failing.load(Ordering::SeqCst), "queue down");
+                Ok(())
+            })
+        }),
+    );
+    let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for result in insert_all(&inserter, &ids).await {
+        let committed = result.unwrap();
+        assert!(committed.after.is_ok(), "{:?}", committed.after);
+    }
+    assert_eq!(*seen.lock().unwrap(), vec![ids.clone()]);
+
+    fail.store(true, Ordering::SeqCst);
+    let more: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for (result, id) in insert_all(&inserter, &more).await.into_iter().zip(&more) {
+        let committed = result.unwrap();
+        assert_eq!(committed.row.id, *id);
+        let error = committed.after.expect_err("the stage failed");
+        assert!(error.to_string().contains("queue down"), "{error}");
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }

@@ -141,6 +141,28 @@ impl Queue {
             .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
     }
 
+    /// Enqueues many jobs, each under its job id, with one script: one round trip however
+    /// many, all or none. Each is a no-op while Redis still holds that job.
+    pub async fn push_many(&self, jobs: &[DownloadJob]) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let tasks = jobs
+            .iter()
+            .map(|job| {
+                let task_id = TaskId::from_str(&job.job_id.to_string())
+                    .map_err(|e| anyhow::anyhow!("task id: {e}"))?;
+                Ok(TaskBuilder::new(job.clone()).task_id(task_id).build())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut storage = self.storage.clone();
+        // The sink buffers every task and flushes them as one `batch_push` script.
+        storage
+            .push_all(futures_util::stream::iter(tasks))
+            .await
+            .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+    }
+
     /// Enqueues another copy of a job under a fresh task id, as a redelivery would: for tests
     /// of duplicate deliveries. Production code uses [`push`](Queue::push).
     pub async fn push_copy(&self, job: &DownloadJob) -> anyhow::Result<()> {

@@ -791,7 +791,6 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
 /// failed every fetch, for good. Workers now promote due tasks in chunks first.
 #[tokio::test]
 async fn a_backlog_beyond_luas_unpack_limit_is_still_taken() {
-    use futures_util::StreamExt;
     let env = Env::new().await;
     // Jobs a worker dismisses at once (cancelled), so the test measures taking, not running.
     let ids: Vec<Uuid> = (0..9_000).map(|_| Uuid::now_v7()).collect();
@@ -803,21 +802,18 @@ async fn a_backlog_beyond_luas_unpack_limit_is_still_taken() {
     .execute(&env.db.pool)
     .await
     .unwrap();
-    futures_util::stream::iter(ids.iter().copied())
-        .for_each_concurrent(64, |id| {
-            let producer = env.producer.clone();
-            async move {
-                producer
-                    .push(&DownloadJob {
-                        job_id: id,
-                        url: "http://127.0.0.1:9/backlog".into(),
-                        enqueued_at: Utc::now(),
-                    })
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
+    // Pushed as the API's batched submits push: many jobs per script.
+    for chunk in ids.chunks(1_000) {
+        let tasks: Vec<DownloadJob> = chunk
+            .iter()
+            .map(|&job_id| DownloadJob {
+                job_id,
+                url: "http://127.0.0.1:9/backlog".into(),
+                enqueued_at: Utc::now(),
+            })
+            .collect();
+        env.producer.push_many(&tasks).await.unwrap();
+    }
     assert_eq!(env.producer.stats().await.unwrap().pending, 9_000);
     let worker = env.start_worker(env.settings()).await;
     wait_for("the backlog to drain", Duration::from_secs(60), || async {

@@ -1,7 +1,10 @@
 //! `/v1/downloads`: submit, follow, list, cancel and delete download jobs.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
+use clipstash_db::batch::AfterCommit;
 use clipstash_db::jobs::{IdempotencyKey, Inserted, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
@@ -384,18 +387,26 @@ pub async fn create_download(
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
-    let job = match (&idempotency, owner) {
-        (None, None) => state
-            .inserter
-            .insert(&new_job)
-            .await
-            .map_err(ApiError::database)?,
-        (None, Some((key_id, cap))) => {
+    // A batched insert comes back enqueued (or with the push's error); the others push here.
+    let (job, enqueued) = match (&idempotency, owner) {
+        (None, None) => {
+            let committed = state
+                .inserter
+                .insert(&new_job)
+                .await
+                .map_err(ApiError::database)?;
+            (
+                committed.row,
+                Some(committed.after.map_err(|e| anyhow::anyhow!("{e:#}"))),
+            )
+        }
+        (None, Some((key_id, cap))) => (
             jobs::insert_job_capped(&state.pool, &new_job, key_id, cap.into())
                 .await
                 .map_err(ApiError::database)?
-                .map_err(|_| too_many_active(cap))?
-        }
+                .map_err(|_| too_many_active(cap))?,
+            None,
+        ),
         (Some(key), owner) => {
             let hash = request_sha256(&url, &new_job);
             let key = IdempotencyKey {
@@ -407,7 +418,7 @@ pub async fn create_download(
                 .await
                 .map_err(ApiError::database)?
             {
-                Inserted::Created(job) => job,
+                Inserted::Created(job) => (job, None),
                 Inserted::Replayed(job) => {
                     // Enqueued by the request that created it (or marked failed if that push
                     // failed); the sweeper covers a crash in between.
@@ -428,17 +439,14 @@ pub async fn create_download(
             }
         }
     };
-    // Debug builds only: the chaos suite's crash between the INSERT and the push.
-    clipstash_runtime::test_hooks::crash_if_marked(
-        clipstash_runtime::test_hooks::CRASH_AFTER_INSERT,
-        &job.url,
-    );
-    let task = DownloadJob {
-        job_id: id,
-        url: job.url.clone(),
-        enqueued_at: job.created_at,
+    let enqueued = match enqueued {
+        Some(enqueued) => enqueued,
+        None => {
+            crash_if_marked_after_insert(&job);
+            state.queue.push(&task_of(&job)).await
+        }
     };
-    if let Err(e) = state.queue.push(&task).await {
+    if let Err(e) = enqueued {
         // Not enqueued: record that on the job rather than leave it queued forever.
         if let Err(db_err) = transitions::record_failure(
             &state.pool,
@@ -458,6 +466,38 @@ pub async fn create_download(
     Ok(HttpResponse::Accepted()
         .insert_header((LOCATION, format!("/v1/downloads/{id}")))
         .json(JobView::from(job)))
+}
+
+/// The job's queue task: its id is the job's.
+fn task_of(job: &JobRow) -> DownloadJob {
+    DownloadJob {
+        job_id: job.id,
+        url: job.url.clone(),
+        enqueued_at: job.created_at,
+    }
+}
+
+/// Debug builds only: the chaos suite's crash between the INSERT and the push.
+fn crash_if_marked_after_insert(job: &JobRow) {
+    clipstash_runtime::test_hooks::crash_if_marked(
+        clipstash_runtime::test_hooks::CRASH_AFTER_INSERT,
+        &job.url,
+    );
+}
+
+/// The batched submits' after-commit stage: every committed job of a batch enqueued with
+/// one script, before any of them is answered (so the 202 still means "recorded and
+/// enqueued"). Its error reaches each submit, which marks its job failed as a lone push's
+/// error does.
+pub fn enqueue_committed(queue: clipstash_queue::Queue) -> AfterCommit {
+    Arc::new(move |rows: Vec<JobRow>| {
+        let queue = queue.clone();
+        Box::pin(async move {
+            rows.iter().for_each(crash_if_marked_after_insert);
+            let tasks: Vec<DownloadJob> = rows.iter().map(task_of).collect();
+            queue.push_many(&tasks).await
+        })
+    })
 }
 
 /// The key already has `cap` jobs queued, running or retrying.
