@@ -32,11 +32,16 @@ use tokio::sync::watch;
 
 const BLOCK: usize = 64 * 1024;
 
-/// One period of the media's bytes: 64 KiB of a multiplicative hash, computed once.
+/// Length of the media's repeating pattern: a prime, so the pattern never lines up with a
+/// power-of-two part or block size (parts written out of order, twice or not at all change
+/// the file's hash, and a range off by any power of two reads other bytes).
+const PERIOD: usize = 65_521;
+
+/// One period of the media's bytes: a multiplicative hash, computed once.
 fn pattern() -> &'static [u8] {
     static PATTERN: OnceLock<Vec<u8>> = OnceLock::new();
     PATTERN.get_or_init(|| {
-        (0..BLOCK as u64)
+        (0..PERIOD as u64)
             .map(|p| (p.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 29) as u8)
             .collect()
     })
@@ -48,10 +53,10 @@ fn pattern() -> &'static [u8] {
 /// load generator a core of its own (docs/BENCHMARKS.md).
 fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
     let pattern = pattern();
-    let mut at = (offset.wrapping_add(seed.wrapping_mul(7919)) % BLOCK as u64) as usize;
+    let mut at = (offset.wrapping_add(seed.wrapping_mul(7919)) % PERIOD as u64) as usize;
     let mut out = buf;
     while !out.is_empty() {
-        let n = out.len().min(BLOCK - at);
+        let n = out.len().min(PERIOD - at);
         out[..n].copy_from_slice(&pattern[at..at + n]);
         out = &mut out[n..];
         at = 0;
