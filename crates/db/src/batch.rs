@@ -11,9 +11,11 @@
 //! the API enqueues the batch's jobs there, in one round trip to Redis.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -31,8 +33,9 @@ pub type Inserted = Result<Committed, Arc<sqlx::Error>>;
 #[derive(Debug)]
 pub struct Committed {
     pub row: JobRow,
-    /// The after-commit stage's error, shared by every row of the batch.
-    pub after: Result<(), Arc<anyhow::Error>>,
+    /// The after-commit stage's outcome, shared by every row of the batch; `None` when the
+    /// inserter has no stage ([`JobInserter::spawn`]).
+    pub after: Option<Result<(), Arc<anyhow::Error>>>,
 }
 
 /// Runs on each committed batch's rows (in submit order) before their callers are
@@ -63,11 +66,15 @@ impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
     /// takes one pooled connection). It ends when the last clone is dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
-        Self::spawn_then(pool, in_flight, Arc::new(|_| Box::pin(async { Ok(()) })))
+        Self::start(pool, in_flight, None)
     }
 
     /// Like [`spawn`](Self::spawn), running `after` on every committed batch.
     pub fn spawn_then(pool: PgPool, in_flight: usize, after: AfterCommit) -> Self {
+        Self::start(pool, in_flight, Some(after))
+    }
+
+    fn start(pool: PgPool, in_flight: usize, after: Option<AfterCommit>) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * in_flight.max(1));
         let slots = Arc::new(Semaphore::new(in_flight.max(1)));
         tokio::spawn(run(pool, rx, slots, after));
@@ -98,7 +105,7 @@ async fn run(
     pool: PgPool,
     mut rx: mpsc::Receiver<Pending>,
     slots: Arc<Semaphore>,
-    after: AfterCommit,
+    after: Option<AfterCommit>,
 ) {
     // Open the connections batches are written on before the first burst needs them: a
     // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
@@ -130,7 +137,7 @@ async fn run(
 /// One `INSERT` of the whole batch, then the after-commit stage; every caller of it gets
 /// its row or the shared error. The rows travel as one array per column (`UNNEST`), so
 /// every batch size is the same statement, prepared once per connection.
-async fn write(pool: &PgPool, batch: Vec<Pending>, after: &AfterCommit) {
+async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
     let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
@@ -168,7 +175,17 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &AfterCommit) {
                 })
                 .collect();
             let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
-            let outcome = after(committed).await.map_err(Arc::new);
+            let outcome = match after {
+                // A panicking stage is an error of the batch, not callers left without
+                // an answer (which would read as the database being gone).
+                Some(after) => Some(
+                    match AssertUnwindSafe(after(committed)).catch_unwind().await {
+                        Ok(done) => done.map_err(Arc::new),
+                        Err(_) => Err(Arc::new(anyhow::anyhow!("the after-commit stage panicked"))),
+                    },
+                ),
+                None => None,
+            };
             for (p, row) in answers {
                 let answer = match row {
                     Some(row) => Ok(Committed {

@@ -157,7 +157,11 @@ async fn the_after_commit_stage_sees_each_committed_batch_and_its_error_reaches_
     let ids: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
     for result in insert_all(&inserter, &ids).await {
         let committed = result.unwrap();
-        assert!(committed.after.is_ok(), "{:?}", committed.after);
+        assert!(
+            matches!(committed.after, Some(Ok(()))),
+            "{:?}",
+            committed.after
+        );
     }
     assert_eq!(*seen.lock().unwrap(), vec![ids.clone()]);
 
@@ -166,8 +170,45 @@ async fn the_after_commit_stage_sees_each_committed_batch_and_its_error_reaches_
     for (result, id) in insert_all(&inserter, &more).await.into_iter().zip(&more) {
         let committed = result.unwrap();
         assert_eq!(committed.row.id, *id);
-        let error = committed.after.expect_err("the stage failed");
+        let error = committed
+            .after
+            .expect("a stage ran")
+            .expect_err("the stage failed");
         assert!(error.to_string().contains("queue down"), "{error}");
     }
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// A stage that panics is the batch's error: every caller is answered with its row and that
+/// error, not left to read a dropped answer as the database being gone.
+#[tokio::test]
+async fn a_panicking_after_commit_stage_is_an_error_of_its_batch() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn_then(
+        db.pool.clone(),
+        1,
+        Arc::new(|_| Box::pin(async { panic!("stage bug") })),
+    );
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    for (result, id) in insert_all(&inserter, &ids).await.into_iter().zip(&ids) {
+        let committed = result.expect("the row was committed");
+        assert_eq!(committed.row.id, *id);
+        let error = committed.after.expect("a stage ran").unwrap_err();
+        assert!(error.to_string().contains("panicked"), "{error}");
+    }
+    // The inserter goes on working.
+    let more = [Uuid::now_v7()];
+    assert!(insert_all(&inserter, &more).await[0].is_ok());
+}
+
+/// Without a stage, no caller is told its job went through one.
+#[tokio::test]
+async fn without_a_stage_no_outcome_is_reported() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let committed = insert_all(&inserter, &[Uuid::now_v7()])
+        .await
+        .remove(0)
+        .unwrap();
+    assert!(committed.after.is_none());
 }

@@ -397,7 +397,9 @@ pub async fn create_download(
                 .map_err(ApiError::database)?;
             (
                 committed.row,
-                Some(committed.after.map_err(|e| anyhow::anyhow!("{e:#}"))),
+                committed
+                    .after
+                    .map(|pushed| pushed.map_err(|e| anyhow::anyhow!("{e:#}"))),
             )
         }
         (None, Some((key_id, cap))) => (
