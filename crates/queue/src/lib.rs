@@ -142,7 +142,9 @@ impl Queue {
     }
 
     /// Enqueues many jobs, each under its job id, with one script: one round trip however
-    /// many, all or none. Each is a no-op while Redis still holds that job.
+    /// many. Each is a no-op while Redis still holds that job. On an error some or all may
+    /// still have landed (a script is not rolled back, and a timeout may follow a run): the
+    /// caller marks them failed, and a worker skips a failed job it is handed.
     pub async fn push_many(&self, jobs: &[DownloadJob]) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());

@@ -14,8 +14,12 @@ use tokio::task::JoinHandle;
 pub const OFFLOAD_AFTER: u64 = 8 * 1024 * 1024;
 /// Bytes handed to the hashing thread at a time: one wake-up per batch, not per chunk.
 pub const BATCH_BYTES: usize = 1024 * 1024;
-/// Batches queued for the hashing thread before the download waits for it: at most this
-/// many batches (plus the one being built) are kept alive by the hash alone.
+/// Batches queued for the hashing thread before the download waits for it: the hash alone
+/// keeps at most this many batches alive, plus the one being hashed and the one being built
+/// (about 4 MiB per download).
+///
+/// Each large download holds a thread of tokio's blocking pool (512 threads) while it runs;
+/// `CLIPSTASH_CONCURRENCY` is capped at 256, so file writes and DNS lookups always find one.
 const BATCHES_QUEUED: usize = 2;
 
 /// The hash of a stream being read, fed chunk by chunk.
