@@ -16,12 +16,19 @@ use serde_json::json;
 
 use crate::load::load;
 
+/// The API's allocator, so this process's /metrics render measures what the API's costs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long the bench waits without progress before it reports a stall.
 const STALL: Duration = Duration::from_secs(60);
 
 /// The Python original's enqueue rate on this machine (docs/BENCHMARKS.md, 2026-11-24); it
 /// cannot be re-run here, so its ratio is against this recorded figure.
 const ORIGINAL_ENQUEUE_PER_S: f64 = 840.0;
+
+/// Fewest `/healthz` requests of the enqueue phase's baseline.
+const HEALTHZ_REQUESTS: usize = 20_000;
 
 /// One line of the result table.
 pub fn row(name: &str, rate: &str, p50: &str, p99: &str, vs: &str) {
@@ -119,15 +126,18 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let (api_cpu, me_cpu) = (cpu::of_pid(api_pid), cpu::of_pid(me));
-    let healthz = load(args.jobs, args.clients, |_| {
+    // At least HEALTHZ_REQUESTS: 2,000 of them take ~40 ms, too short to be a baseline.
+    let healthz_requests = args.jobs.max(HEALTHZ_REQUESTS);
+    let healthz = load(healthz_requests, args.clients, |_| {
         client.get(format!("{base}/healthz"))
     })
     .await;
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / args.jobs as f64;
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / healthz_requests as f64;
     let (healthz_api, healthz_me) = (
-        per(cpu::of_pid(api_pid) - api_cpu),
-        per(cpu::of_pid(me) - me_cpu),
+        per_request(cpu::of_pid(api_pid) - api_cpu),
+        per_request(cpu::of_pid(me) - me_cpu),
     );
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / args.jobs as f64;
     healthz.print("baseline: GET /healthz", None);
     println!(
         "  CPU per request: {:.0} µs = API {healthz_api:.0} + bench client {healthz_me:.0}",
