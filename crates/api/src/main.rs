@@ -5,12 +5,6 @@ use clipstash_runtime::{cancel_on_signal, init_tracing, migrate_command};
 use metrics_core::{Component, Exporter};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's malloc: rendering /metrics allocates per line, JSON and HTTP
-/// per request (docs/BENCHMARKS.md: the render 20% faster). The worker keeps glibc's, which
-/// held its peak RSS lower.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();

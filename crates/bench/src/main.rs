@@ -16,10 +16,6 @@ use serde_json::json;
 
 use crate::load::load;
 
-/// The API's allocator, so this process's /metrics render measures what the API's costs.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long the bench waits without progress before it reports a stall.
 const STALL: Duration = Duration::from_secs(60);
 
