@@ -1,5 +1,6 @@
 //! The ingest pipeline every download goes through, whatever its source:
-//! quota reservation -> media stream -> size cap -> SHA-256 -> multipart upload.
+//! quota reservation -> media stream -> size cap -> SHA-256 -> multipart upload (one `put`
+//! for a small file).
 //!
 //! Space is reserved in Postgres before the first byte is uploaded (the announced length, or
 //! [`RESERVE_STEP`] at a time for a stream of unknown length, grown as it proceeds), so a
@@ -16,7 +17,6 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use metrics_core::Tracker;
 use object_store::{PutPayload, WriteMultipart};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -95,25 +95,17 @@ async fn ingest_whole(
     media: Media,
     len: u64,
 ) -> Result<StoredObject, JobError> {
-    let content_type = media.content_type.clone();
     let mut body = Some(media.body);
     let mut read: Option<(PutPayload, String)> = None;
-    let mut last_error = None;
-    for provider in candidates(storage, pool).await? {
-        let name = provider.name().as_str();
-        if !usage::reserve(pool, job_id, name, len, provider.quota_bytes())
-            .await
-            .map_err(db_error)?
-        {
-            continue;
-        }
-        let tracker = Tracker::start(provider.name());
+    let mut placing = Placing::start(storage, pool, job_id, len).await?;
+    while let Some(provider) = placing.next().await? {
         if let Some(body) = body.take() {
             read = Some(read_whole(body, len).await?);
         }
         let Some((payload, sha256)) = &read else {
             unreachable!("the body is read before the first put");
         };
+        let tracker = Tracker::start(provider.name());
         match provider.put(&key, payload.clone()).await {
             Ok(()) => {
                 tracker.success();
@@ -122,22 +114,13 @@ async fn ingest_whole(
                     object_key: key,
                     size_bytes: len as i64,
                     sha256: sha256.clone(),
-                    content_type,
+                    content_type: media.content_type,
                 });
             }
-            Err(e) => {
-                tracing::warn!(%job_id, provider = name, error = %e, "provider failed to store a file; trying the next");
-                usage::release_reservation(pool, job_id)
-                    .await
-                    .map_err(db_error)?;
-                last_error = Some(e);
-            }
+            Err(e) => placing.failed(provider, e).await?,
         }
     }
-    usage::release_reservation(pool, job_id)
-        .await
-        .map_err(db_error)?;
-    Err(no_provider(last_error, len))
+    Err(placing.none_took().await)
 }
 
 /// Reads a body announced at `len` bytes whole, hashing it; fails as soon as it runs past
@@ -146,7 +129,7 @@ async fn read_whole(
     mut body: BoxStream<'static, Result<Bytes, JobError>>,
     len: u64,
 ) -> Result<(PutPayload, String), JobError> {
-    let mut hasher = Sha256::new();
+    let mut hasher = StreamHasher::default();
     let mut chunks = Vec::new();
     let mut size: u64 = 0;
     while let Some(chunk) = body.next().await {
@@ -155,13 +138,13 @@ async fn read_whole(
         if size > len {
             return Err(length_mismatch(size, len));
         }
-        hasher.update(&chunk);
+        hasher.update(&chunk).await;
         chunks.push(chunk);
     }
     if size != len {
         return Err(length_mismatch(size, len));
     }
-    Ok((chunks.into_iter().collect(), hex::encode(hasher.finalize())))
+    Ok((chunks.into_iter().collect(), hasher.finish().await?))
 }
 
 /// The providers in the order the placement policy tries them. Only least-used placement
@@ -183,8 +166,7 @@ async fn candidates<'s>(
     Ok(storage.placement().order(storage.providers(), &used))
 }
 
-/// Tries providers in placement order: reserve `bytes`, then start the upload. A provider
-/// without room is passed over; so is one that errors, when another has room.
+/// Tries providers in placement order: reserve `bytes`, then start the upload.
 async fn open_upload<'s>(
     storage: &'s Storage,
     pool: &PgPool,
@@ -192,41 +174,91 @@ async fn open_upload<'s>(
     key: &str,
     bytes: u64,
 ) -> Result<(&'s Provider, WriteMultipart), JobError> {
-    let mut last_error = None;
-    for provider in candidates(storage, pool).await? {
-        let name = provider.name().as_str();
-        if !usage::reserve(pool, job_id, name, bytes, provider.quota_bytes())
-            .await
-            .map_err(db_error)?
-        {
-            continue;
-        }
+    let mut placing = Placing::start(storage, pool, job_id, bytes).await?;
+    while let Some(provider) = placing.next().await? {
         match provider.start_upload(key).await {
             Ok(upload) => return Ok((provider, upload)),
-            Err(e) => {
-                tracing::warn!(%job_id, provider = name, error = %e, "provider failed to start an upload; trying the next");
-                // Its space goes back before the next provider is tried.
-                usage::release_reservation(pool, job_id)
-                    .await
-                    .map_err(db_error)?;
-                last_error = Some(e);
-            }
+            Err(e) => placing.failed(provider, e).await?,
         }
     }
-    usage::release_reservation(pool, job_id)
-        .await
-        .map_err(db_error)?;
-    Err(no_provider(last_error, bytes))
+    Err(placing.none_took().await)
 }
 
-/// No provider took the file: the last provider's error, or none had room for `bytes`.
-fn no_provider(last_error: Option<object_store::Error>, bytes: u64) -> JobError {
-    match last_error {
-        Some(e) => JobError::new(ErrorCode::StorageError, format!("storing: {e}")),
-        None => JobError::new(
-            ErrorCode::StorageFull,
-            format!("no storage provider has room for {bytes} more bytes"),
-        ),
+/// Providers tried in placement order for one file of `bytes`: [`next`](Placing::next)
+/// reserves the space on the next one with room. A provider that then fails to take the
+/// file is reported with [`failed`](Placing::failed), which gives its space back before the
+/// next is tried; when none is left, [`none_took`](Placing::none_took) says why.
+struct Placing<'s, 'p> {
+    pool: &'p PgPool,
+    job_id: Uuid,
+    bytes: u64,
+    order: std::vec::IntoIter<&'s Provider>,
+    last_error: Option<object_store::Error>,
+}
+
+impl<'s, 'p> Placing<'s, 'p> {
+    async fn start(
+        storage: &'s Storage,
+        pool: &'p PgPool,
+        job_id: Uuid,
+        bytes: u64,
+    ) -> Result<Self, JobError> {
+        Ok(Self {
+            pool,
+            job_id,
+            bytes,
+            order: candidates(storage, pool).await?.into_iter(),
+            last_error: None,
+        })
+    }
+
+    /// The next provider in order with room for the file, its space now reserved.
+    async fn next(&mut self) -> Result<Option<&'s Provider>, JobError> {
+        for provider in self.order.by_ref() {
+            let name = provider.name().as_str();
+            if usage::reserve(
+                self.pool,
+                self.job_id,
+                name,
+                self.bytes,
+                provider.quota_bytes(),
+            )
+            .await
+            .map_err(db_error)?
+            {
+                return Ok(Some(provider));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `provider` did not take the file: its space goes back before the next is tried.
+    async fn failed(
+        &mut self,
+        provider: &Provider,
+        e: object_store::Error,
+    ) -> Result<(), JobError> {
+        tracing::warn!(job_id = %self.job_id, provider = provider.name().as_str(), error = %e,
+            "provider failed to take the file; trying the next");
+        usage::release_reservation(self.pool, self.job_id)
+            .await
+            .map_err(db_error)?;
+        self.last_error = Some(e);
+        Ok(())
+    }
+
+    /// No provider took the file: the last one's error, or none had room.
+    async fn none_took(self) -> JobError {
+        if let Err(e) = usage::release_reservation(self.pool, self.job_id).await {
+            return db_error(e);
+        }
+        match self.last_error {
+            Some(e) => JobError::new(ErrorCode::StorageError, format!("storing: {e}")),
+            None => JobError::new(
+                ErrorCode::StorageFull,
+                format!("no storage provider has room for {} more bytes", self.bytes),
+            ),
+        }
     }
 }
 
