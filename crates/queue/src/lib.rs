@@ -130,15 +130,7 @@ impl Queue {
     /// Enqueues one job under its job id as task id: one `EVALSHA` round trip. A no-op while
     /// Redis still holds the job (apalis' push sets the payload with `HSETNX`).
     pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
-        let task_id = TaskId::from_str(&job.job_id.to_string())
-            .map_err(|e| anyhow::anyhow!("task id: {e}"))?;
-        let task = TaskBuilder::new(job.clone()).task_id(task_id).build();
-        // Clones share the connection; push needs `&mut`.
-        let mut storage = self.storage.clone();
-        storage
-            .push_task(task)
-            .await
-            .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
+        self.push_many(std::slice::from_ref(job)).await
     }
 
     /// Enqueues many jobs, each under its job id, with one script: one round trip however

@@ -87,6 +87,8 @@ const PROMOTE_CHUNK: usize = 1000;
 async fn keep_promoting(queue: Queue, every: Duration) {
     let mut failing = false;
     loop {
+        // The supervisor promoted once before the first fetch.
+        tokio::time::sleep(every).await;
         match queue.promote_due(PROMOTE_CHUNK).await {
             Ok(_) => failing = false,
             Err(e) if !failing => {
@@ -95,7 +97,6 @@ async fn keep_promoting(queue: Queue, every: Duration) {
             }
             Err(_) => {}
         }
-        tokio::time::sleep(every).await;
     }
 }
 
