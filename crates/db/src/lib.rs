@@ -39,7 +39,8 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// Opens a pool of at least `min_connections` (the worker needs one per running job, at most, for short statements).
+    /// Opens a pool of at least `min_connections` (the worker asks for one per running job,
+    /// for their short statements outside the lock session, plus a few).
     pub async fn connect(&self, min_connections: u32) -> Result<PgPool, sqlx::Error> {
         connect(
             &self.database_url,
