@@ -4,7 +4,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Build output lives outside the clone so fresh clones rebuild incrementally.
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", home_directory() / ".cache/clipstash-target")
-export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/clipstash")
+# sslmode=disable: Postgres is on loopback here, where TLS protects nothing and costs ~10% of a
+# small job's CPU (docs/CONFIGURATION.md#postgres-and-tls). Without it, TLS is used whenever the
+# server offers it (libpq's `prefer`), as Debian's Postgres does.
+export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/clipstash?sslmode=disable")
 export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 export CLIPSTASH_STORAGE_DIR := env_var_or_default("CLIPSTASH_STORAGE_DIR", justfile_directory() / ".data/storage")
 # Local runs fetch from loopback (the SSRF guard's switch; off by default in production).

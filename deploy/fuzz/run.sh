@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$(dirname "$here")")
 bin=${CARGO_TARGET_DIR:-$HOME/.cache/clipstash-target}/debug
-admin=${CLIPSTASH_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+admin=${CLIPSTASH_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}
 redis=${CLIPSTASH_TEST_REDIS_URL:-redis://127.0.0.1:6379}
 max_time=${CLIPSTASH_FUZZ_MAX_TIME:-150}
 
@@ -31,7 +31,9 @@ import socket
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-db_url="${admin%/*}/$db"
+# The admin URL with this run's database, keeping its query (e.g. sslmode).
+admin_base=${admin%%\?*}
+db_url="${admin_base%/*}/$db${admin#"$admin_base"}"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done

@@ -20,10 +20,12 @@ use sqlx::PgPool;
 pub use media::{MediaServer, media_sha256};
 pub use own_postgres::OwnPostgres;
 
-/// Admin connection used to create per-test databases.
+/// Admin connection used to create per-test databases; every test database's URL keeps its
+/// query. The default turns TLS off: the test server is on loopback, where TLS protects
+/// nothing and would cost every process on the job path CPU (docs/CONFIGURATION.md).
 pub fn admin_url() -> String {
     std::env::var("CLIPSTASH_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
 }
 
 pub fn redis_url() -> String {
