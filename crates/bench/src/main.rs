@@ -46,11 +46,12 @@ struct Args {
     /// Concurrent HTTP clients submitting jobs.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Worker processes for the small-job phase.
-    #[arg(long, default_value_t = 2)]
+    /// Worker processes for the small-job phase (issue 11's target is for one).
+    #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Jobs each worker runs at once.
-    #[arg(long, default_value_t = 16)]
+    /// Jobs each worker runs at once. A 64 KiB job spends most of its time waiting on round
+    /// trips, so it takes this many in flight to keep the cores busy (docs/BENCHMARKS.md).
+    #[arg(long, default_value_t = 64)]
     worker_concurrency: u32,
     /// Size of the small jobs, in KiB.
     #[arg(long, default_value_t = 64)]
@@ -58,6 +59,10 @@ struct Args {
     /// Size of the large download, in MiB.
     #[arg(long, default_value_t = 512)]
     large_mib: u64,
+    /// Rounds of the large-file phase: `curl -o` and the job alternate, and their medians
+    /// are compared.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    large_rounds: u32,
     /// Requests per run in the middleware comparison (bare handler against the same
     /// handler behind the HTTP metrics middleware, alternating, best of 3 each).
     #[arg(long, default_value_t = 20_000)]
@@ -285,6 +290,8 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. One large file: the job's wall time against curl fetching the same URL, into a file
     // on the storage folder's filesystem (the job stores the file too) and into /dev/null.
+    // Both are noisy on a disk that is still writing back earlier runs, so they alternate
+    // for `--large-rounds` rounds and the medians are compared.
     let large = args.large_mib * 1024 * 1024;
     let url = media.url(&format!("/media/{large}/1/large"));
     std::fs::create_dir_all(&storage)?;
@@ -307,45 +314,78 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let (curl_null, _) = curl_to("/dev/null".into()).await?;
-    let (curl, curl_cpu) = curl_to(curl_file.clone()).await?;
     let sha_alone = sha256_alone(large);
-    std::fs::remove_file(&curl_file)?;
     let rss_before: Vec<u64> = workers
         .iter()
         .map(|w| peak_rss(w.child.id().unwrap()))
         .collect();
-    // CPU used while the large job runs: is the path bound by the two cores it shares with
-    // the media server (this process), or by something else?
-    let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
-    let t = Instant::now();
-    let r: serde_json::Value = client
-        .post(format!("{base}/v1/downloads"))
-        .json(&json!({ "url": url }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let id = r["id"].as_str().unwrap().to_string();
-    loop {
-        anyhow::ensure!(
-            t.elapsed() < STALL * 10,
-            "the large job did not end within {:?}",
-            STALL * 10
-        );
-        let j: serde_json::Value = client
-            .get(format!("{base}/v1/downloads/{id}"))
+    let large_job = || async {
+        // CPU used while the job runs: is the path bound by the two cores it shares with
+        // the media server (this process), or by something else?
+        let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
+        let t = Instant::now();
+        let r: serde_json::Value = client
+            .post(format!("{base}/v1/downloads"))
+            .json(&json!({ "url": url }))
             .send()
             .await?
             .json()
             .await?;
-        match j["status"].as_str() {
-            Some("succeeded") => break,
-            Some("failed") => anyhow::bail!("large job failed: {j}"),
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        let id = r["id"].as_str().unwrap().to_string();
+        loop {
+            anyhow::ensure!(
+                t.elapsed() < STALL * 10,
+                "the large job did not end within {:?}",
+                STALL * 10
+            );
+            let j: serde_json::Value = client
+                .get(format!("{base}/v1/downloads/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match j["status"].as_str() {
+                Some("succeeded") => break,
+                Some("failed") => anyhow::bail!("large job failed: {j}"),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
         }
+        let run = LargeRun {
+            wall: t.elapsed(),
+            workers: worker_cpu() - workers_before,
+            bench: cpu::of_pid(me) - me_before,
+        };
+        // Deleted at once, as curl's file is: a disk still writing back earlier rounds'
+        // files slows the next round of both.
+        let deleted = client
+            .delete(format!("{base}/v1/downloads/{id}"))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            deleted.status().is_success(),
+            "deleting the large job's file: HTTP {}",
+            deleted.status()
+        );
+        anyhow::Ok(run)
+    };
+    let mut curls = Vec::new();
+    let mut jobs = Vec::new();
+    for _ in 0..args.large_rounds {
+        curls.push(curl_to(curl_file.clone()).await?);
+        std::fs::remove_file(&curl_file)?;
+        jobs.push(large_job().await?);
     }
-    let job = t.elapsed();
-    let (workers_used, me_used) = (worker_cpu() - workers_before, cpu::of_pid(me) - me_before);
+    let rounds: Vec<String> = curls
+        .iter()
+        .zip(&jobs)
+        .map(|((c, _), j)| format!("{:.2}", j.wall.as_secs_f64() / c.as_secs_f64()))
+        .collect();
+    let (curl, curl_cpu) = median_by(&curls, |(wall, _)| *wall);
+    let LargeRun {
+        wall: job,
+        workers: workers_used,
+        bench: me_used,
+    } = median_by(&jobs, |j| j.wall);
     let rss_after: Vec<u64> = workers
         .iter()
         .map(|w| peak_rss(w.child.id().unwrap()))
@@ -375,6 +415,11 @@ async fn main() -> anyhow::Result<()> {
             job.as_secs_f64() / curl.as_secs_f64(),
             job.as_secs_f64() / curl_null.as_secs_f64()
         ),
+    );
+    println!(
+        "  medians of {} alternating rounds; job / curl in each round: {}",
+        args.large_rounds,
+        rounds.join(", ")
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let available = job.as_secs_f64() * 1e3 * cores as f64;
@@ -429,6 +474,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One large job: its wall time, and the CPU the workers and this process used meanwhile.
+#[derive(Clone, Copy)]
+struct LargeRun {
+    wall: Duration,
+    workers: Duration,
+    bench: Duration,
+}
+
+/// The median element of `runs` by `key` (the upper one of an even count).
+fn median_by<T: Copy>(runs: &[T], key: impl Fn(&T) -> Duration) -> T {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by_key(|r| key(r));
+    sorted[sorted.len() / 2]
+}
+
 /// Wall time of SHA-256 over `bytes` bytes already in memory, on one core (the crate and
 /// code the worker hashes with): the least time any download that hashes its bytes takes.
 fn sha256_alone(bytes: u64) -> Duration {
@@ -446,4 +506,18 @@ fn sha256_alone(bytes: u64) -> Duration {
     }
     std::hint::black_box(hasher.finalize());
     t.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_by_takes_the_middle_run_by_its_key() {
+        let ms = Duration::from_millis;
+        let runs = [(ms(30), 1), (ms(10), 2), (ms(20), 3)];
+        assert_eq!(median_by(&runs, |r| r.0), (ms(20), 3));
+        assert_eq!(median_by(&runs[..1], |r| r.0), (ms(30), 1));
+        assert_eq!(median_by(&runs[..2], |r| r.0), (ms(30), 1));
+    }
 }
