@@ -90,7 +90,18 @@ mod tests {
     fn first_pct_looks_only_at_the_first_requests_sent() {
         let ms = Duration::from_millis;
         // Sent first: two slow ones; then eight fast ones.
-        let in_order = vec![ms(20), ms(30), ms(1), ms(1), ms(2), ms(1), ms(1), ms(2), ms(1), ms(1)];
+        let in_order = vec![
+            ms(20),
+            ms(30),
+            ms(1),
+            ms(1),
+            ms(2),
+            ms(1),
+            ms(1),
+            ms(2),
+            ms(1),
+            ms(1),
+        ];
         let mut latencies = in_order.clone();
         latencies.sort();
         let load = Load {

@@ -8,6 +8,7 @@ use actix_web::{App, HttpServer, middleware::from_fn, web};
 use metrics_core::Exporter;
 use metrics_core::catalogue::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 
+use crate::cpu;
 use crate::load::{Load, load};
 
 /// Series (sample lines) in a Prometheus text exposition.
@@ -60,11 +61,29 @@ pub fn render(exporter: &Exporter) -> Vec<(usize, f64, f64)> {
                 })
                 .collect();
             times.sort();
-            let ms =
-                |p: f64| times[((times.len() as f64 * p) as usize).min(RENDERS - 1)].as_secs_f64() * 1e3;
+            let ms = |p: f64| {
+                times[((times.len() as f64 * p) as usize).min(RENDERS - 1)].as_secs_f64() * 1e3
+            };
             (n, ms(0.5), ms(0.99))
         })
         .collect()
+}
+
+/// The middleware's own work per request, timed alone on one thread over `n` rounds: its
+/// tracker (clock, in-flight gauge, counter, histogram), the route's label and the
+/// `X-Process-Time` header. Excludes the `from_fn` plumbing around it.
+pub fn middleware_work(n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        let tracker = metrics_core::HttpTracker::start("GET");
+        let elapsed = tracker.elapsed_seconds();
+        std::hint::black_box(actix_web::http::header::HeaderValue::from_str(&format!(
+            "{elapsed:.6}"
+        )))
+        .ok();
+        tracker.finish(Some("/bench".to_string()), 200);
+    }
+    t.elapsed() / n as u32
 }
 
 async fn ok() -> &'static str {
@@ -91,20 +110,31 @@ fn serve(with_middleware: bool) -> anyhow::Result<(String, actix_web::dev::Serve
     Ok((url, handle))
 }
 
+/// One side of the middleware comparison: its best run (least disturbed by the rest of the
+/// machine), and the CPU this process (server and client) spent per request over all runs.
+pub struct Side {
+    pub best: Load,
+    pub cpu_us: f64,
+}
+
 /// The bare handler and the same handler behind the middleware, `rounds` times each,
-/// alternating; returns the best run of each (least disturbed by the rest of the machine).
+/// alternating.
 pub async fn middleware(
     client: &reqwest::Client,
     n: usize,
     clients: usize,
     rounds: usize,
-) -> anyhow::Result<(Load, Load)> {
+) -> anyhow::Result<(Side, Side)> {
     let (bare_url, bare) = serve(false)?;
     let (wrapped_url, wrapped) = serve(true)?;
+    let me = std::process::id();
     let mut best: [Option<Load>; 2] = [None, None];
+    let mut cpu = [Duration::ZERO; 2];
     for _ in 0..rounds {
         for (slot, url) in [(0, &bare_url), (1, &wrapped_url)] {
+            let before = cpu::of_pid(me);
             let run = load(n, clients, |_| client.get(url)).await;
+            cpu[slot] += cpu::of_pid(me) - before;
             if best[slot].as_ref().is_none_or(|b| run.rate() > b.rate()) {
                 best[slot] = Some(run);
             }
@@ -115,7 +145,17 @@ pub async fn middleware(
     let [Some(b), Some(w)] = best else {
         unreachable!("rounds >= 1")
     };
-    Ok((b, w))
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / (n * rounds) as f64;
+    Ok((
+        Side {
+            best: b,
+            cpu_us: per_request(cpu[0]),
+        },
+        Side {
+            best: w,
+            cpu_us: per_request(cpu[1]),
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -54,7 +54,10 @@ async fn sslmode_in_the_url_decides_whether_the_connection_is_encrypted() {
 #[test]
 fn with_sslmode_replaces_the_mode_and_keeps_the_rest() {
     assert_eq!(
-        with_sslmode("postgres://h/db?sslmode=disable&application_name=x", "require"),
+        with_sslmode(
+            "postgres://h/db?sslmode=disable&application_name=x",
+            "require"
+        ),
         "postgres://h/db?application_name=x&sslmode=require"
     );
     assert_eq!(
