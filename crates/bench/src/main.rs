@@ -59,6 +59,11 @@ struct Args {
     /// Size of the large download, in MiB.
     #[arg(long, default_value_t = 512)]
     large_mib: u64,
+    /// Submit with API keys, one per client in turn (auth on, as in production): each
+    /// submit then takes the keyed path, its own transaction under the key's lock and its
+    /// own push. 0: auth off, every submit goes through the batched path.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    keys: u32,
     /// Rounds of the large-file phase: `curl -o` and the job alternate, and their medians
     /// are compared.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -100,8 +105,12 @@ async fn main() -> anyhow::Result<()> {
     let api_port = free_port();
     let mut api_env = env.clone();
     api_env.push(("CLIPSTASH_LISTEN", format!("127.0.0.1:{api_port}")));
-    // The bench measures the job path, not per-key limits.
-    api_env.push(("CLIPSTASH_AUTH", "off".into()));
+    let keys = if args.keys == 0 {
+        api_env.push(("CLIPSTASH_AUTH", "off".into()));
+        Vec::new()
+    } else {
+        create_keys(args.keys, &db.url)?
+    };
     let api = Proc::spawn("clipstash-api", &["serve"], &api_env);
     let base = format!("http://127.0.0.1:{api_port}");
     wait_healthy(&api, &format!("{base}/readyz")).await;
@@ -110,12 +119,16 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     println!(
-        "clipstash bench: {} jobs ({} submitted), {} clients, {} workers x {}",
+        "clipstash bench: {} jobs ({} submitted), {} clients, {} workers x {}, {}",
         args.jobs,
         args.jobs.max(ENQUEUE_SUBMITS),
         args.clients,
         args.workers,
-        args.worker_concurrency
+        args.worker_concurrency,
+        match args.keys {
+            0 => "auth off (batched submits)".to_string(),
+            n => format!("{n} API keys (keyed submits)"),
+        }
     );
     row("measure", "rate/s", "p50 ms", "p99 ms", "vs baseline");
 
@@ -160,8 +173,7 @@ async fn main() -> anyhow::Result<()> {
     let (postgres, redis) = (postgres_of_db(), redis_server());
     let (api_cpu, me_cpu) = (cpu::of_pid(api_pid), cpu::of_pid(me));
     let enqueue = load(submits, args.clients, |i| {
-        client
-            .post(format!("{base}/v1/downloads"))
+        authorized(client.post(format!("{base}/v1/downloads")), &keys, i)
             .json(&json!({ "url": media.url(&format!("/media/{small}/{i}/b")) }))
     })
     .await;
@@ -327,13 +339,13 @@ async fn main() -> anyhow::Result<()> {
         // the media server (this process), or by something else?
         let (workers_before, me_before) = (worker_cpu(), cpu::of_pid(me));
         let t = Instant::now();
-        let r: serde_json::Value = client
-            .post(format!("{base}/v1/downloads"))
-            .json(&json!({ "url": url }))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let r: serde_json::Value =
+            authorized(client.post(format!("{base}/v1/downloads")), &keys, 0)
+                .json(&json!({ "url": url }))
+                .send()
+                .await?
+                .json()
+                .await?;
         let id = r["id"].as_str().unwrap().to_string();
         loop {
             anyhow::ensure!(
@@ -341,12 +353,12 @@ async fn main() -> anyhow::Result<()> {
                 "the large job did not end within {:?}",
                 STALL * 10
             );
-            let j: serde_json::Value = client
-                .get(format!("{base}/v1/downloads/{id}"))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let j: serde_json::Value =
+                authorized(client.get(format!("{base}/v1/downloads/{id}")), &keys, 0)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
             match j["status"].as_str() {
                 Some("succeeded") => break,
                 Some("failed") => anyhow::bail!("large job failed: {j}"),
@@ -360,8 +372,7 @@ async fn main() -> anyhow::Result<()> {
         };
         // Deleted at once, as curl's file is: a disk still writing back earlier rounds'
         // files slows the next round of both.
-        let deleted = client
-            .delete(format!("{base}/v1/downloads/{id}"))
+        let deleted = authorized(client.delete(format!("{base}/v1/downloads/{id}")), &keys, 0)
             .send()
             .await?;
         anyhow::ensure!(
@@ -491,6 +502,39 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `n` API keys without limits that matter here (100,000 requests a minute and active
+/// jobs each), made with `clipstash-api keys create`.
+fn create_keys(n: u32, database_url: &str) -> anyhow::Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            let out = std::process::Command::new(clipstash_testkit::procs::binary("clipstash-api"))
+                .args(["keys", "create", "--name", &format!("bench-{i}")])
+                .args(["--rate", "100000", "--max-active", "100000"])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("DATABASE_URL", database_url)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "keys create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8(out.stdout)?;
+            let key = stdout.lines().next().unwrap_or_default().trim().to_string();
+            anyhow::ensure!(!key.is_empty(), "keys create printed no key");
+            Ok(key)
+        })
+        .collect()
+}
+
+/// `req` with request `i`'s key (the keys in turn), or as is when auth is off.
+fn authorized(req: reqwest::RequestBuilder, keys: &[String], i: usize) -> reqwest::RequestBuilder {
+    match keys.get(i % keys.len().max(1)) {
+        Some(key) => req.bearer_auth(key),
+        None => req,
+    }
 }
 
 /// One large job: its wall time, and the CPU the workers and this process used meanwhile.
