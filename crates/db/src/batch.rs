@@ -9,6 +9,13 @@
 //!
 //! An [`AfterCommit`] stage runs on each committed batch before its callers are answered:
 //! the API enqueues the batch's jobs there, in one round trip to Redis.
+//!
+//! Submits made with an API key carry the key's cap on active jobs
+//! ([`JobInserter::insert_capped`]). A batch with such submits is one transaction: it locks
+//! each of its keys once (in one order, so concurrent batches cannot deadlock), then, in a
+//! statement that starts after the locks are held and so sees every job committed before
+//! them, counts each key's active jobs and admits that key's submits in submit order while
+//! the count stays within the cap. The others are answered [`AtCap`].
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -28,6 +35,13 @@ pub const MAX_BATCH: usize = 256;
 
 /// What a caller gets back: its row, or the error its batch met (shared by the batch).
 pub type Inserted = Result<Committed, Arc<sqlx::Error>>;
+
+/// What a caller with an API key gets back: its row, or [`AtCap`], or the batch's error.
+pub type InsertedCapped = Result<Result<Committed, AtCap>, Arc<sqlx::Error>>;
+
+/// The submit was not written: its key already had its cap of active jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtCap;
 
 /// A committed row, and how the batch's [`AfterCommit`] stage went.
 #[derive(Debug)]
@@ -59,7 +73,9 @@ struct Pending {
     max_height: Option<i32>,
     cookies_sealed: Option<Vec<u8>>,
     callback_url: Option<String>,
-    reply: oneshot::Sender<Inserted>,
+    /// The API key and its cap on active jobs.
+    owner: Option<(Uuid, i64)>,
+    reply: oneshot::Sender<InsertedCapped>,
 }
 
 impl JobInserter {
@@ -83,6 +99,24 @@ impl JobInserter {
 
     /// Inserts a new queued job (no API key) and returns its row once committed.
     pub async fn insert(&self, job: &NewJob<'_>) -> Inserted {
+        // Only a submit with a key has a cap to meet.
+        self.send(job, None)
+            .await?
+            .map_err(|AtCap| Arc::new(sqlx::Error::RowNotFound))
+    }
+
+    /// Inserts a new queued job of `api_key_id` if the key has fewer than `max_active`
+    /// jobs queued, running or retrying (counting the submits of the same batch before it).
+    pub async fn insert_capped(
+        &self,
+        job: &NewJob<'_>,
+        api_key_id: Uuid,
+        max_active: i64,
+    ) -> InsertedCapped {
+        self.send(job, Some((api_key_id, max_active))).await
+    }
+
+    async fn send(&self, job: &NewJob<'_>, owner: Option<(Uuid, i64)>) -> InsertedCapped {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             id: job.id,
@@ -93,6 +127,7 @@ impl JobInserter {
             max_height: job.max_height,
             cookies_sealed: job.cookies_sealed.map(<[u8]>::to_vec),
             callback_url: job.callback_url.map(str::to_owned),
+            owner,
             reply,
         };
         let closed = || Arc::new(sqlx::Error::PoolClosed);
@@ -135,36 +170,9 @@ async fn run(
 }
 
 /// One `INSERT` of the whole batch, then the after-commit stage; every caller of it gets
-/// its row or the shared error. The rows travel as one array per column (`UNNEST`), so
-/// every batch size is the same statement, prepared once per connection.
+/// its row, [`AtCap`], or the shared error.
 async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) {
-    let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
-    let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
-    let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
-    let requested: Vec<&str> = batch.iter().map(|p| p.requested.as_str()).collect();
-    let formats: Vec<Option<&str>> = batch.iter().map(|p| p.format.as_deref()).collect();
-    let heights: Vec<Option<i32>> = batch.iter().map(|p| p.max_height).collect();
-    let cookies: Vec<Option<&[u8]>> = batch.iter().map(|p| p.cookies_sealed.as_deref()).collect();
-    let callbacks: Vec<Option<&str>> = batch.iter().map(|p| p.callback_url.as_deref()).collect();
-    let query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, requested_source, format, max_height, \
-         cookies_sealed, callback_url) \
-         SELECT id, url, source, $9, requested_source, format, max_height, cookies_sealed, callback_url \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
-         $7::bytea[], $8::text[]) \
-         AS b(id, url, source, requested_source, format, max_height, cookies_sealed, callback_url) \
-         RETURNING {JOB_COLUMNS}"
-    )))
-    .bind(ids)
-    .bind(urls)
-    .bind(sources)
-    .bind(requested)
-    .bind(formats)
-    .bind(heights)
-    .bind(cookies)
-    .bind(callbacks)
-    .bind(JobStatus::Queued);
-    match query.fetch_all(pool).await {
+    match insert_batch(pool, &batch).await {
         Ok(rows) => {
             let mut rows: HashMap<Uuid, JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
             let answers: Vec<(Pending, Option<JobRow>)> = batch
@@ -187,12 +195,14 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
                 None => None,
             };
             for (p, row) in answers {
-                let answer = match row {
-                    Some(row) => Ok(Committed {
+                let answer = match (row, p.owner) {
+                    (Some(row), _) => Ok(Ok(Committed {
                         row,
                         after: outcome.clone(),
-                    }),
-                    None => Err(Arc::new(sqlx::Error::RowNotFound)),
+                    })),
+                    // Left out by the statement: only a submit with a key can be.
+                    (None, Some(_)) => Ok(Err(AtCap)),
+                    (None, None) => Err(Arc::new(sqlx::Error::RowNotFound)),
                 };
                 let _ = p.reply.send(answer);
             }
@@ -204,4 +214,90 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
             }
         }
     }
+}
+
+/// The batch's rows as one statement: the rows travel as one array per column (`UNNEST`),
+/// so every batch size is the same statement, prepared once per connection. Submits with
+/// a key are admitted in submit order while the key's active jobs stay within its cap;
+/// a batch with such submits first locks its keys, in its own transaction, so the count
+/// sees every job committed before it.
+async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
+    let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
+    let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
+    let requested: Vec<&str> = batch.iter().map(|p| p.requested.as_str()).collect();
+    let formats: Vec<Option<&str>> = batch.iter().map(|p| p.format.as_deref()).collect();
+    let heights: Vec<Option<i32>> = batch.iter().map(|p| p.max_height).collect();
+    let cookies: Vec<Option<&[u8]>> = batch.iter().map(|p| p.cookies_sealed.as_deref()).collect();
+    let callbacks: Vec<Option<&str>> = batch.iter().map(|p| p.callback_url.as_deref()).collect();
+    let keys: Vec<Option<Uuid>> = batch.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
+    let caps: Vec<Option<i64>> = batch.iter().map(|p| p.owner.map(|(_, c)| c)).collect();
+    let query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(insert_sql()))
+        .bind(ids)
+        .bind(urls)
+        .bind(sources)
+        .bind(requested)
+        .bind(formats)
+        .bind(heights)
+        .bind(cookies)
+        .bind(callbacks)
+        .bind(JobStatus::Queued)
+        .bind(keys)
+        .bind(caps);
+    let mut locked: Vec<Uuid> = batch
+        .iter()
+        .filter_map(|p| p.owner.map(|(k, _)| k))
+        .collect();
+    if locked.is_empty() {
+        return query.fetch_all(pool).await;
+    }
+    locked.sort();
+    locked.dedup();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&locked)
+        .execute(&mut *tx)
+        .await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// The batch `INSERT`: the statuses that count against a key's cap are written into it, as
+/// the partial index `jobs_active_by_key_idx` has them.
+fn insert_sql() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use strum::VariantArray;
+        let live: Vec<String> = JobStatus::VARIANTS
+            .iter()
+            .filter(|s| !s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        format!(
+            "WITH b AS ( \
+               SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]) WITH ORDINALITY \
+               AS b(id, url, source, requested_source, format, max_height, cookies_sealed, \
+                 callback_url, api_key_id, cap, ord) \
+             ), active AS ( \
+               SELECT api_key_id, count(*) AS n FROM jobs \
+               WHERE api_key_id IN (SELECT api_key_id FROM b WHERE api_key_id IS NOT NULL) \
+                 AND status IN ({live}) \
+               GROUP BY api_key_id \
+             ), ranked AS ( \
+               SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
+               FROM b \
+             ) \
+             INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
+               max_height, cookies_sealed, callback_url) \
+             SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
+               r.max_height, r.cookies_sealed, r.callback_url \
+             FROM ranked r LEFT JOIN active a ON a.api_key_id = r.api_key_id \
+             WHERE r.api_key_id IS NULL OR COALESCE(a.n, 0) + r.rn <= r.cap \
+             ORDER BY r.ord \
+             RETURNING {JOB_COLUMNS}",
+            live = live.join(", ")
+        )
+    });
+    &SQL
 }

@@ -185,31 +185,6 @@ pub struct TooManyActive {
     pub active: i64,
 }
 
-/// Inserts a new queued job owned by `api_key_id` unless that key already has
-/// `max_active` jobs queued, running or retrying. The key's row is locked for the count and
-/// the insert, so concurrent submits of one key (on any replica) are serialised and the
-/// cap cannot be overshot.
-pub async fn insert_job_capped(
-    pool: &PgPool,
-    job: &NewJob<'_>,
-    api_key_id: Uuid,
-    max_active: i64,
-) -> Result<Result<JobRow, TooManyActive>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
-        .bind(api_key_id)
-        .execute(&mut *tx)
-        .await?;
-    let active = active_jobs(&mut *tx, api_key_id).await?;
-    if active >= max_active {
-        tx.rollback().await?;
-        return Ok(Err(TooManyActive { active }));
-    }
-    let row = insert(&mut *tx, job, Some(api_key_id)).await?;
-    tx.commit().await?;
-    Ok(Ok(row))
-}
-
 /// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
 async fn active_jobs<'e>(
     executor: impl sqlx::PgExecutor<'e>,
@@ -304,7 +279,8 @@ pub enum Inserted {
 /// `None` when auth is off.
 ///
 /// With an owner, the key's row is locked for the lookup, the cap and the insert (as in
-/// [`insert_job_capped`]), so concurrent duplicates of one caller are serialised and a replay
+/// [`crate::batch::JobInserter::insert_capped`]), so concurrent duplicates of one caller are
+/// serialised and a replay
 /// is answered before the cap is checked. Without one, the unique index on
 /// `(api_key_id, idempotency_key)` decides between concurrent duplicates: a second
 /// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and inserts nothing; the

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clipstash_db::JobRow;
-use clipstash_db::batch::{Inserted, JobInserter, MAX_BATCH};
+use clipstash_db::batch::{AtCap, Inserted, JobInserter, MAX_BATCH};
 use clipstash_db::jobs::{self, NewJob};
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
 use clipstash_testkit::TestDb;
@@ -211,4 +211,121 @@ async fn without_a_stage_no_outcome_is_reported() {
         .remove(0)
         .unwrap();
     assert!(committed.after.is_none());
+}
+
+/// A key row straight in Postgres (its cap travels with each submit, as the API sends it).
+async fn api_key(db: &TestDb, name: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    clipstash_db::keys::create_key(
+        &db.pool,
+        id,
+        &clipstash_db::keys::NewKey {
+            name,
+            key_hash: &[name.len() as u8; 32].map(|b| b ^ name.as_bytes()[0]),
+            prefix: "cs_test",
+            rate_per_minute: None,
+            max_active_jobs: None,
+            webhook_secret: &clipstash_db::keys::StoredWebhookSecret::Plain(vec![7; 32]),
+        },
+    )
+    .await
+    .unwrap();
+    id
+}
+
+/// Submits `n` jobs of `key` (cap `cap`) at once through `inserter`; returns how many
+/// were written.
+async fn submit_capped(inserter: &JobInserter, key: Uuid, cap: i64, n: usize) -> Vec<bool> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    join_all(ids.iter().map(|id| async move {
+        let job = NewJob::new(*id, "https://a.example/v.mp4", VideoSource::Direct);
+        match inserter.insert_capped(&job, key, cap).await.unwrap() {
+            Ok(committed) => {
+                assert_eq!(committed.row.id, *id);
+                true
+            }
+            Err(AtCap) => false,
+        }
+    }))
+    .await
+}
+
+async fn active_of(db: &TestDb, key: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM jobs WHERE api_key_id = $1")
+        .bind(key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// In one batch, each key's submits are admitted in submit order up to its cap, counting
+/// the jobs it already has; other keys' and keyless submits are not held back by it.
+#[tokio::test]
+async fn a_batch_admits_each_keys_submits_up_to_its_cap_in_order() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    // `a` already has one active job: two more fit under its cap of 3.
+    assert_eq!(submit_capped(&inserter, a, 3, 1).await, [true]);
+    let keyless: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let (of_a, of_b, plain) = tokio::join!(
+        submit_capped(&inserter, a, 3, 5),
+        submit_capped(&inserter, b, 10, 4),
+        insert_all(&inserter, &keyless),
+    );
+    assert_eq!(of_a, [true, true, false, false, false]);
+    assert_eq!(of_b, [true; 4]);
+    assert!(plain.iter().all(Result::is_ok), "{plain:?}");
+    assert_eq!((active_of(&db, a).await, active_of(&db, b).await), (3, 4));
+    // Ended jobs do not count: with `a`'s jobs done, three more fit.
+    sqlx::query("UPDATE jobs SET status = 'succeeded' WHERE api_key_id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        submit_capped(&inserter, a, 3, 4).await,
+        [true, true, true, false]
+    );
+}
+
+/// Two API processes (two inserters, two pools) submitting for one key at once write
+/// exactly its cap: the key's lock, taken before the count, serialises their batches.
+#[tokio::test]
+async fn two_inserters_racing_on_one_key_never_overshoot_its_cap() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "raced").await;
+    let other = clipstash_db::connect(&db.url.clone().into(), 4)
+        .await
+        .unwrap();
+    let (one, two) = (
+        JobInserter::spawn(db.pool.clone(), 2),
+        JobInserter::spawn(other, 2),
+    );
+    let (first, second) = tokio::join!(
+        async {
+            let mut written = 0;
+            for _ in 0..10 {
+                written += submit_capped(&one, key, 17, 8)
+                    .await
+                    .iter()
+                    .filter(|w| **w)
+                    .count();
+            }
+            written
+        },
+        async {
+            let mut written = 0;
+            for _ in 0..10 {
+                written += submit_capped(&two, key, 17, 8)
+                    .await
+                    .iter()
+                    .filter(|w| **w)
+                    .count();
+            }
+            written
+        },
+    );
+    assert_eq!(first + second, 17, "written {first} + {second}");
+    assert_eq!(active_of(&db, key).await, 17);
 }

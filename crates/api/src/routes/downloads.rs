@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
-use clipstash_db::batch::AfterCommit;
+use clipstash_db::batch::{AfterCommit, AtCap};
 use clipstash_db::jobs::{IdempotencyKey, Inserted, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
@@ -387,14 +387,23 @@ pub async fn create_download(
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
-    // A batched insert comes back enqueued (or with the push's error); the others push here.
+    // A batched insert (no Idempotency-Key) comes back enqueued (or with the push's error);
+    // the others push here.
     let (job, enqueued) = match (&idempotency, owner) {
-        (None, None) => {
-            let committed = state
-                .inserter
-                .insert(&new_job)
-                .await
-                .map_err(ApiError::database)?;
+        (None, owner) => {
+            let committed = match owner {
+                None => state
+                    .inserter
+                    .insert(&new_job)
+                    .await
+                    .map_err(ApiError::database)?,
+                Some((key_id, cap)) => state
+                    .inserter
+                    .insert_capped(&new_job, key_id, cap.into())
+                    .await
+                    .map_err(ApiError::database)?
+                    .map_err(|AtCap| too_many_active(cap))?,
+            };
             (
                 committed.row,
                 committed
@@ -402,13 +411,6 @@ pub async fn create_download(
                     .map(|pushed| pushed.map_err(|e| anyhow::anyhow!("{e:#}"))),
             )
         }
-        (None, Some((key_id, cap))) => (
-            jobs::insert_job_capped(&state.pool, &new_job, key_id, cap.into())
-                .await
-                .map_err(ApiError::database)?
-                .map_err(|_| too_many_active(cap))?,
-            None,
-        ),
         (Some(key), owner) => {
             let hash = request_sha256(&url, &new_job);
             let key = IdempotencyKey {
