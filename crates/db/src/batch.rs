@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::jobs::{JOB_COLUMNS, JobRow, NewJob};
+use crate::jobs::{JOB_COLUMNS, JobRow, NewJob, active_statuses};
 
 /// Most rows in one `INSERT`.
 pub const MAX_BATCH: usize = 256;
@@ -285,11 +285,9 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
 /// The batch `INSERT` with keyed submits. The statuses that count against a key's cap are
 /// written into it, as the partial index `jobs_active_by_key_idx` has them.
 static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
-    use strum::VariantArray;
-    let live: Vec<String> = JobStatus::VARIANTS
-        .iter()
-        .filter(|s| !s.is_terminal())
-        .map(|s| format!("'{}'", s.as_str()))
+    let live: Vec<String> = active_statuses()
+        .into_iter()
+        .map(|s| format!("'{s}'"))
         .collect();
     format!(
         "WITH b AS ( \

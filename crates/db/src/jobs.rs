@@ -185,20 +185,24 @@ pub struct TooManyActive {
     pub active: i64,
 }
 
-/// Jobs of `api_key_id` that count against its cap: not yet in a terminal state.
+/// The statuses that count against a key's cap: those not yet terminal.
+pub(crate) fn active_statuses() -> Vec<&'static str> {
+    use strum::VariantArray;
+    JobStatus::VARIANTS
+        .iter()
+        .filter(|s| !s.is_terminal())
+        .map(|s| s.as_str())
+        .collect()
+}
+
+/// Jobs of `api_key_id` that count against its cap.
 async fn active_jobs<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     api_key_id: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    use strum::VariantArray;
-    let live: Vec<&str> = JobStatus::VARIANTS
-        .iter()
-        .filter(|s| !s.is_terminal())
-        .map(|s| s.as_str())
-        .collect();
     sqlx::query_scalar("SELECT count(*) FROM jobs WHERE api_key_id = $1 AND status = ANY($2)")
         .bind(api_key_id)
-        .bind(live)
+        .bind(active_statuses())
         .fetch_one(executor)
         .await
 }
@@ -280,8 +284,7 @@ pub enum Inserted {
 ///
 /// With an owner, the key's row is locked for the lookup, the cap and the insert (as in
 /// [`crate::batch::JobInserter::insert_capped`]), so concurrent duplicates of one caller are
-/// serialised and a replay
-/// is answered before the cap is checked. Without one, the unique index on
+/// serialised and a replay is answered before the cap is checked. Without one, the unique index on
 /// `(api_key_id, idempotency_key)` decides between concurrent duplicates: a second
 /// `INSERT ... ON CONFLICT DO NOTHING` waits for the first to commit and inserts nothing; the
 /// follow-up `SELECT` runs on a fresh snapshot, so it sees the winner's row.
