@@ -221,7 +221,11 @@ async fn api_key(db: &TestDb, name: &str) -> Uuid {
         id,
         &clipstash_db::keys::NewKey {
             name,
-            key_hash: &[name.len() as u8; 32].map(|b| b ^ name.as_bytes()[0]),
+            // Unique, as the column requires: the key's own id, twice.
+            key_hash: &[*id.as_bytes(), *id.as_bytes()]
+                .concat()
+                .try_into()
+                .unwrap(),
             prefix: "cs_test",
             rate_per_minute: None,
             max_active_jobs: None,
@@ -233,8 +237,8 @@ async fn api_key(db: &TestDb, name: &str) -> Uuid {
     id
 }
 
-/// Submits `n` jobs of `key` (cap `cap`) at once through `inserter`; returns how many
-/// were written.
+/// Submits `n` jobs of `key` (cap `cap`) at once through `inserter`; returns, in submit
+/// order, whether each was written.
 async fn submit_capped(inserter: &JobInserter, key: Uuid, cap: i64, n: usize) -> Vec<bool> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
     join_all(ids.iter().map(|id| async move {
@@ -250,7 +254,8 @@ async fn submit_capped(inserter: &JobInserter, key: Uuid, cap: i64, n: usize) ->
     .await
 }
 
-async fn active_of(db: &TestDb, key: Uuid) -> i64 {
+/// Every job of `key`, whatever its status.
+async fn jobs_of(db: &TestDb, key: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM jobs WHERE api_key_id = $1")
         .bind(key)
         .fetch_one(&db.pool)
@@ -276,7 +281,7 @@ async fn a_batch_admits_each_keys_submits_up_to_its_cap_in_order() {
     assert_eq!(of_a, [true, true, false, false, false]);
     assert_eq!(of_b, [true; 4]);
     assert!(plain.iter().all(Result::is_ok), "{plain:?}");
-    assert_eq!((active_of(&db, a).await, active_of(&db, b).await), (3, 4));
+    assert_eq!((jobs_of(&db, a).await, jobs_of(&db, b).await), (3, 4));
     // Ended jobs do not count: with `a`'s jobs done, three more fit.
     sqlx::query("UPDATE jobs SET status = 'succeeded' WHERE api_key_id = $1")
         .bind(a)
@@ -302,30 +307,64 @@ async fn two_inserters_racing_on_one_key_never_overshoot_its_cap() {
         JobInserter::spawn(db.pool.clone(), 2),
         JobInserter::spawn(other, 2),
     );
-    let (first, second) = tokio::join!(
-        async {
-            let mut written = 0;
-            for _ in 0..10 {
-                written += submit_capped(&one, key, 17, 8)
-                    .await
-                    .iter()
-                    .filter(|w| **w)
-                    .count();
-            }
-            written
-        },
-        async {
-            let mut written = 0;
-            for _ in 0..10 {
-                written += submit_capped(&two, key, 17, 8)
-                    .await
-                    .iter()
-                    .filter(|w| **w)
-                    .count();
-            }
-            written
-        },
-    );
+    // Ten bursts of 8 from each, cap 17: how many each got written.
+    let written = |inserter: JobInserter| async move {
+        let mut written = 0;
+        for _ in 0..10 {
+            let burst = submit_capped(&inserter, key, 17, 8).await;
+            written += burst.iter().filter(|w| **w).count();
+        }
+        written
+    };
+    let (first, second) = tokio::join!(written(one), written(two));
     assert_eq!(first + second, 17, "written {first} + {second}");
-    assert_eq!(active_of(&db, key).await, 17);
+    assert_eq!(jobs_of(&db, key).await, 17);
+}
+
+/// A batch that meets a key another transaction holds waits for it, then counts what that
+/// transaction committed: no submit gets past a cap filled while it waited.
+#[tokio::test]
+async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_meanwhile() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "held").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    // Another writer holds the key and fills its cap of 2, not yet committed.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        sqlx::query(
+            "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source) \
+             VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', $2, 'auto')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    }
+    let submit = tokio::spawn({
+        let inserter = inserter.clone();
+        async move { submit_capped(&inserter, key, 2, 1).await }
+    });
+    // Commit only once the batch is blocked on the key's row lock.
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 || submit.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    holder.commit().await.unwrap();
+    assert_eq!(submit.await.unwrap(), [false]);
+    assert_eq!(jobs_of(&db, key).await, 2);
 }
