@@ -77,7 +77,7 @@ pub async fn load(
 }
 
 /// The `p` quantile of `sorted`, in milliseconds.
-fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
+pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 * p) as usize).min(sorted.len() - 1);
     sorted[i].as_secs_f64() * 1e3
 }

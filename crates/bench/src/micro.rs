@@ -9,7 +9,7 @@ use metrics_core::Exporter;
 use metrics_core::catalogue::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 
 use crate::cpu;
-use crate::load::{Load, load};
+use crate::load::{Load, load, quantile_ms};
 
 /// Series (sample lines) in a Prometheus text exposition.
 pub fn series(text: &str) -> usize {
@@ -61,10 +61,7 @@ pub fn render(exporter: &Exporter) -> Vec<(usize, f64, f64)> {
                 })
                 .collect();
             times.sort();
-            let ms = |p: f64| {
-                times[((times.len() as f64 * p) as usize).min(RENDERS - 1)].as_secs_f64() * 1e3
-            };
-            (n, ms(0.5), ms(0.99))
+            (n, quantile_ms(&times, 0.5), quantile_ms(&times, 0.99))
         })
         .collect()
 }
