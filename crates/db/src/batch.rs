@@ -11,11 +11,11 @@
 //! the API enqueues the batch's jobs there, in one round trip to Redis.
 //!
 //! Submits made with an API key carry the key's cap on active jobs
-//! ([`JobInserter::insert_capped`]). A batch with such submits is one transaction: it locks
-//! each of its keys once (in one order, so concurrent batches cannot deadlock), then, in a
-//! statement that starts after the locks are held and so sees every job committed before
-//! them, counts each key's active jobs and admits that key's submits in submit order while
-//! the count stays within the cap. The others are answered [`AtCap`].
+//! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement: it
+//! locks each of its keys once (in one order, so concurrent batches cannot deadlock), reads
+//! the key's count of active jobs (`api_keys.active_jobs`, which triggers keep in step with
+//! every change to `jobs`), and admits that key's submits in submit order while the count
+//! stays within the cap. The others are answered [`AtCap`].
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::jobs::{JOB_COLUMNS, JobRow, NewJob, active_statuses};
+use crate::jobs::{JOB_COLUMNS, JobRow, NewJob};
 
 /// Most rows in one `INSERT`.
 pub const MAX_BATCH: usize = 256;
@@ -218,9 +218,8 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
 
 /// The batch's rows as one statement: the rows travel as one array per column (`UNNEST`),
 /// so every batch size is the same statement, prepared once per connection. Submits with
-/// a key are admitted in submit order while the key's active jobs stay within its cap;
-/// a batch with such submits first locks its keys, in its own transaction, so the count
-/// sees every job committed before it.
+/// a key are admitted in submit order while the key's active jobs stay within its cap
+/// ([`CAPPED_INSERT`]).
 async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
@@ -230,14 +229,11 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
     let heights: Vec<Option<i32>> = batch.iter().map(|p| p.max_height).collect();
     let cookies: Vec<Option<&[u8]>> = batch.iter().map(|p| p.cookies_sealed.as_deref()).collect();
     let callbacks: Vec<Option<&str>> = batch.iter().map(|p| p.callback_url.as_deref()).collect();
-    let mut locked: Vec<Uuid> = batch
-        .iter()
-        .filter_map(|p| p.owner.map(|(k, _)| k))
-        .collect();
-    let sql = if locked.is_empty() {
-        &*PLAIN_INSERT
-    } else {
+    let keyed = batch.iter().any(|p| p.owner.is_some());
+    let sql = if keyed {
         &*CAPPED_INSERT
+    } else {
+        &*PLAIN_INSERT
     };
     let query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(ids)
@@ -249,22 +245,12 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .bind(cookies)
         .bind(callbacks)
         .bind(JobStatus::Queued);
-    if locked.is_empty() {
+    if !keyed {
         return query.fetch_all(pool).await;
     }
     let keys: Vec<Option<Uuid>> = batch.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
     let caps: Vec<Option<i64>> = batch.iter().map(|p| p.owner.map(|(_, c)| c)).collect();
-    let query = query.bind(keys).bind(caps);
-    locked.sort();
-    locked.dedup();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(&locked)
-        .execute(&mut *tx)
-        .await?;
-    let rows = query.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(rows)
+    query.bind(keys).bind(caps).fetch_all(pool).await
 }
 
 /// The batch `INSERT` when no submit in it has a key: nothing to count. The capped one
@@ -282,24 +268,22 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The batch `INSERT` with keyed submits. The statuses that count against a key's cap are
-/// written into it, as the partial index `jobs_active_by_key_idx` has them.
+/// The batch `INSERT` with keyed submits. `k` locks the batch's keys in id order (as the
+/// triggers that keep `active_jobs` do, so nothing deadlocks) and reads each key's count of
+/// active jobs: a key another transaction holds is waited for, then read as that
+/// transaction committed it. The `INSERT`'s own trigger adds the admitted jobs to the counts
+/// before the locks go, at commit.
 static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
-    let live: Vec<String> = active_statuses()
-        .into_iter()
-        .map(|s| format!("'{s}'"))
-        .collect();
     format!(
         "WITH b AS ( \
            SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
              $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]) WITH ORDINALITY \
            AS b(id, url, source, requested_source, format, max_height, cookies_sealed, \
              callback_url, api_key_id, cap, ord) \
-         ), active AS ( \
-           SELECT api_key_id, count(*) AS n FROM jobs \
-           WHERE api_key_id IN (SELECT api_key_id FROM b WHERE api_key_id IS NOT NULL) \
-             AND status IN ({live}) \
-           GROUP BY api_key_id \
+         ), k AS ( \
+           SELECT id, active_jobs FROM api_keys \
+           WHERE id IN (SELECT api_key_id FROM b WHERE api_key_id IS NOT NULL) \
+           ORDER BY id FOR NO KEY UPDATE \
          ), ranked AS ( \
            SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
            FROM b \
@@ -308,9 +292,8 @@ static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
            max_height, cookies_sealed, callback_url) \
          SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
            r.max_height, r.cookies_sealed, r.callback_url \
-         FROM ranked r LEFT JOIN active a ON a.api_key_id = r.api_key_id \
-         WHERE r.api_key_id IS NULL OR COALESCE(a.n, 0) + r.rn <= r.cap \
-         RETURNING {JOB_COLUMNS}",
-        live = live.join(", ")
+         FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
+         WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
+         RETURNING {JOB_COLUMNS}"
     )
 });

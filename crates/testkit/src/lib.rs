@@ -41,6 +41,14 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::empty().await;
+        clipstash_db::migrate(&db.pool).await.unwrap();
+        db
+    }
+
+    /// A database of its own with no schema yet (to test a migration on data made by the
+    /// ones before it).
+    pub async fn empty() -> Self {
         let name = format!("cs_test_{}", uuid::Uuid::new_v4().simple());
         let admin = PgPool::connect(&admin_url())
             .await
@@ -54,7 +62,6 @@ impl TestDb {
         url.push_str(if url.contains('?') { "&" } else { "?" });
         url.push_str("application_name=clipstash-test");
         let pool = clipstash_db::connect(&url.clone().into(), 8).await.unwrap();
-        clipstash_db::migrate(&pool).await.unwrap();
         Self { name, url, pool }
     }
 

@@ -1,0 +1,334 @@
+//! `api_keys.active_jobs`, each key's count of active jobs that a submit checks its cap
+//! against, kept by triggers on `jobs`: it must equal the count of the key's active jobs
+//! after every kind of change, from every code path, alone or concurrent.
+
+use std::path::Path;
+
+use clipstash_db::batch::{AtCap, JobInserter};
+use clipstash_db::jobs::{self, IdempotencyKey, Inserted, NewJob, active_statuses};
+use clipstash_db::{Claim, DeleteOutcome, Owner, transitions};
+use clipstash_domain::{ErrorCode, JobStatus, StorageProvider, StoredObject, VideoSource};
+use clipstash_testkit::TestDb;
+use futures_util::future::join_all;
+use strum::VariantArray;
+use uuid::Uuid;
+
+async fn api_key(db: &TestDb, name: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    clipstash_db::keys::create_key(
+        &db.pool,
+        id,
+        &clipstash_db::keys::NewKey {
+            name,
+            key_hash: &[*id.as_bytes(), *id.as_bytes()]
+                .concat()
+                .try_into()
+                .unwrap(),
+            prefix: "cs_test",
+            rate_per_minute: None,
+            max_active_jobs: None,
+            webhook_secret: &clipstash_db::keys::StoredWebhookSecret::Plain(vec![7; 32]),
+        },
+    )
+    .await
+    .unwrap();
+    id
+}
+
+/// Each key's `(kept count, counted)`, by key id.
+async fn counts(db: &TestDb) -> Vec<(Uuid, i64, i64)> {
+    sqlx::query_as(
+        "SELECT k.id, k.active_jobs, \
+           (SELECT count(*) FROM jobs j WHERE j.api_key_id = k.id AND j.status = ANY($1)) \
+         FROM api_keys k ORDER BY k.id",
+    )
+    .bind(active_statuses())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Asserts every key's kept count is its real one, and returns the kept counts of `keys`.
+async fn checked(db: &TestDb, step: &str, keys: &[Uuid]) -> Vec<i64> {
+    let all = counts(db).await;
+    for (id, kept, real) in &all {
+        assert_eq!(kept, real, "after {step}: key {id} keeps {kept}, has {real}");
+    }
+    keys.iter()
+        .map(|k| all.iter().find(|(id, ..)| id == k).unwrap().1)
+        .collect()
+}
+
+async fn submit(inserter: &JobInserter, key: Option<Uuid>) -> Uuid {
+    let id = Uuid::now_v7();
+    let job = NewJob::new(id, "https://a.example/v.mp4", VideoSource::Direct);
+    match key {
+        Some(key) => {
+            let done = inserter.insert_capped(&job, key, 1_000).await.unwrap();
+            assert!(!matches!(done, Err(AtCap)));
+        }
+        None => {
+            inserter.insert(&job).await.unwrap();
+        }
+    }
+    id
+}
+
+fn object(id: Uuid) -> StoredObject {
+    StoredObject {
+        provider: StorageProvider::new("local"),
+        object_key: format!("downloads/{id}"),
+        size_bytes: 10,
+        sha256: "00".repeat(32),
+        content_type: "video/mp4".into(),
+    }
+}
+
+/// Postgres' `job_is_active`, which the triggers count by, and the domain's list of active
+/// statuses, which the API and the docs use, name the same statuses.
+#[tokio::test]
+async fn postgres_and_the_domain_agree_on_which_statuses_are_active() {
+    let db = TestDb::new().await;
+    for status in JobStatus::VARIANTS {
+        let active: bool = sqlx::query_scalar("SELECT job_is_active($1)")
+            .bind(status.as_str())
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            active,
+            active_statuses().contains(&status.as_str()),
+            "{status:?}"
+        );
+    }
+}
+
+/// Every transition the product makes, and the raw changes an operator might, each
+/// checked: submits (batched and idempotent), claim, retry, resume, failure, success (two
+/// keys in one statement), cancel, retention, a job moved between keys, a deletion and a
+/// truncation.
+#[tokio::test]
+async fn every_change_to_jobs_keeps_each_keys_count() {
+    let db = TestDb::new().await;
+    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let keys = [a, b];
+    let inserter = JobInserter::spawn(db.pool.clone(), 2);
+
+    let mut of_a = Vec::new();
+    let mut of_b = Vec::new();
+    for _ in 0..4 {
+        of_a.push(submit(&inserter, Some(a)).await);
+    }
+    for _ in 0..3 {
+        of_b.push(submit(&inserter, Some(b)).await);
+    }
+    submit(&inserter, None).await;
+    assert_eq!(checked(&db, "batched submits", &keys).await, [4, 3]);
+
+    let id = Uuid::now_v7();
+    let job = NewJob::new(id, "https://a.example/i.mp4", VideoSource::Direct);
+    let key = IdempotencyKey {
+        key: "once",
+        request_sha256: "ab",
+    };
+    let done = jobs::insert_job_idempotent(&db.pool, &job, key, Some((a, 1_000)))
+        .await
+        .unwrap();
+    assert!(matches!(done, Inserted::Created(_)), "{done:?}");
+    of_a.push(id);
+    assert_eq!(checked(&db, "an idempotent submit", &keys).await, [5, 3]);
+
+    // Claim two of a's and one of b's in one statement: still active.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let claimed = [of_a[0], of_a[1], of_b[0]];
+    let claims = transitions::claim_many(&mut conn, &claimed).await.unwrap();
+    assert!(claims.iter().all(|c| matches!(c, Claim::Claimed { .. })));
+    assert_eq!(checked(&db, "claims", &keys).await, [5, 3]);
+
+    // a[0] fails an attempt and will retry (retrying is active), resumes, then fails for good.
+    let moved = transitions::record_failure(&mut *conn, of_a[0], ErrorCode::Timeout, "x", true)
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_eq!(checked(&db, "a retry", &keys).await, [5, 3]);
+    assert!(
+        transitions::next_attempt(&mut conn, of_a[0])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(checked(&db, "a resumed attempt", &keys).await, [5, 3]);
+    let moved = transitions::record_failure(&mut *conn, of_a[0], ErrorCode::Timeout, "x", false)
+        .await
+        .unwrap();
+    assert!(moved);
+    assert_eq!(checked(&db, "a final failure", &keys).await, [4, 3]);
+
+    // a[1] and b[0] succeed in one statement.
+    let (oa, ob) = (object(of_a[1]), object(of_b[0]));
+    let done = transitions::complete_many(&mut conn, &[(of_a[1], &oa), (of_b[0], &ob)])
+        .await
+        .unwrap();
+    assert_eq!(done.moved, [true, true]);
+    assert_eq!(checked(&db, "two successes", &keys).await, [3, 2]);
+    transitions::release(&mut conn, of_a[0]).await.unwrap();
+
+    // Cancel one of b's queued jobs; deleting it again changes nothing.
+    let out = transitions::delete_job_of(&db.pool, of_b[1], Owner::Key(b))
+        .await
+        .unwrap();
+    assert!(matches!(out, DeleteOutcome::Cancelled { .. }), "{out:?}");
+    assert_eq!(checked(&db, "a cancel", &keys).await, [3, 1]);
+    let out = transitions::delete_job_of(&db.pool, of_b[1], Owner::Key(b))
+        .await
+        .unwrap();
+    assert!(matches!(out, DeleteOutcome::Unchanged(_)), "{out:?}");
+    assert_eq!(checked(&db, "a second cancel", &keys).await, [3, 1]);
+
+    // Retention deletes ended jobs only: no count moves.
+    sqlx::query("UPDATE jobs SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let gone = jobs::delete_finished_before(&db.pool, std::time::Duration::from_secs(3600), 100)
+        .await
+        .unwrap();
+    assert!(gone >= 2, "retention deleted {gone}");
+    assert_eq!(checked(&db, "retention", &keys).await, [3, 1]);
+
+    // By hand: a job moved from a to b, an active job deleted, an ended one revived.
+    sqlx::query("UPDATE jobs SET api_key_id = $2 WHERE id = $1")
+        .bind(of_a[2])
+        .bind(b)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(checked(&db, "a job moved between keys", &keys).await, [2, 2]);
+    sqlx::query("DELETE FROM jobs WHERE id = $1")
+        .bind(of_a[3])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(checked(&db, "an active job deleted", &keys).await, [1, 2]);
+    // a[1] succeeded and keeps its file, so retention kept it.
+    sqlx::query("UPDATE jobs SET status = 'queued' WHERE id = $1")
+        .bind(of_a[1])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(checked(&db, "an ended job revived", &keys).await, [2, 2]);
+
+    sqlx::query("TRUNCATE jobs CASCADE")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(checked(&db, "a truncation", &keys).await, [0, 0]);
+}
+
+/// Workers completing jobs of the same keys in opposite orders, on several connections,
+/// while submits for those keys go on: no deadlock, and every count exact at the end.
+#[tokio::test]
+async fn concurrent_completions_and_submits_keep_exact_counts() {
+    let db = TestDb::new().await;
+    let keys: Vec<Uuid> = join_all((0..4).map(|i| {
+        let db = &db;
+        async move { api_key(db, &format!("k{i}")).await }
+    }))
+    .await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 2);
+    let mut ids = Vec::new();
+    for i in 0..96 {
+        ids.push(submit(&inserter, Some(keys[i % keys.len()])).await);
+    }
+    // Four "workers", each with its own connection and a quarter of the jobs (every key in
+    // each), completing 6 at a time, half of them in reverse key order.
+    let workers = ids.chunks(24).enumerate().map(|(w, chunk)| {
+        let pool = db.pool.clone();
+        let mut chunk = chunk.to_vec();
+        if w % 2 == 1 {
+            chunk.reverse();
+        }
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            for batch in chunk.chunks(6) {
+                let claims = transitions::claim_many(&mut conn, batch).await.unwrap();
+                assert!(claims.iter().all(|c| matches!(c, Claim::Claimed { .. })));
+                let objects: Vec<StoredObject> = batch.iter().map(|id| object(*id)).collect();
+                let done: Vec<(Uuid, &StoredObject)> =
+                    batch.iter().copied().zip(objects.iter()).collect();
+                let out = transitions::complete_many(&mut conn, &done).await.unwrap();
+                assert!(out.moved.iter().all(|m| *m));
+            }
+        }
+    });
+    let submits = async {
+        for i in 0..40 {
+            submit(&inserter, Some(keys[i % keys.len()])).await;
+        }
+    };
+    tokio::join!(join_all(workers), submits);
+    assert_eq!(
+        checked(&db, "concurrent completions and submits", &keys).await,
+        [10, 10, 10, 10]
+    );
+}
+
+/// The migration that adds the counts takes them from the jobs already there.
+#[tokio::test]
+async fn the_migration_counts_the_jobs_already_there() {
+    let db = TestDb::empty().await;
+    // Every migration before the one that adds the counts, from a copy of the folder.
+    let dir = std::env::temp_dir().join(format!("cs-migrations-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "20261130000011" {
+            std::fs::copy(&path, dir.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .unwrap()
+        .run(&db.pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    for (key, name) in [(a, "a"), (b, "b")] {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, prefix) VALUES ($1, $2, $3, 'cs_test')",
+        )
+        .bind(key)
+        .bind(name)
+        .bind([*key.as_bytes(), *key.as_bytes()].concat())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // a: 3 active (queued, running, retrying) and 2 ended; b: ended only; one keyless.
+    let jobs = [
+        (Some(a), "queued"),
+        (Some(a), "running"),
+        (Some(a), "retrying"),
+        (Some(a), "succeeded"),
+        (Some(a), "failed"),
+        (Some(b), "cancelled"),
+        (None, "queued"),
+    ];
+    for (key, status) in jobs {
+        sqlx::query(
+            "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source) \
+             VALUES ($1, 'https://a.example/v.mp4', 'direct', $2, $3, 'auto')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(status)
+        .bind(key)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    clipstash_db::migrate(&db.pool).await.unwrap();
+    assert_eq!(checked(&db, "the migration", &[a, b]).await, [3, 0]);
+}

@@ -1,0 +1,96 @@
+-- Each key's count of active jobs (queued, running or retrying), kept in the key's row by the
+-- triggers below, in the statement that changes it. A submit checks the key's cap by reading
+-- this one row (locked) instead of counting the key's jobs, which grew with the key's
+-- backlog (docs/BENCHMARKS.md, "A counter per key").
+
+-- No job may change while the counts are taken and the triggers put in place; reads go on.
+LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+
+ALTER TABLE api_keys ADD COLUMN active_jobs bigint NOT NULL DEFAULT 0 CHECK (active_jobs >= 0);
+
+-- The statuses that count against a key's cap (clipstash_db::jobs::active_statuses).
+CREATE FUNCTION job_is_active(status text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT status IN ('queued', 'running', 'retrying')
+$$;
+
+UPDATE api_keys k SET active_jobs = c.n
+FROM (SELECT api_key_id, count(*) AS n FROM jobs
+      WHERE api_key_id IS NOT NULL AND job_is_active(status)
+      GROUP BY api_key_id) c
+WHERE k.id = c.api_key_id;
+
+-- Adds each key's delta to its count, locking the keys in id order as submits do
+-- (clipstash_db::batch), so two statements touching the same keys cannot deadlock.
+CREATE FUNCTION api_keys_add_active(ids uuid[], deltas bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    d record;
+BEGIN
+    FOR d IN SELECT * FROM UNNEST(ids, deltas) AS u(id, delta) WHERE delta <> 0 ORDER BY id
+    LOOP
+        UPDATE api_keys SET active_jobs = active_jobs + d.delta WHERE id = d.id;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION jobs_count_active_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM api_keys_add_active(array_agg(api_key_id), array_agg(n))
+    FROM (SELECT api_key_id, count(*) AS n FROM new_rows
+          WHERE api_key_id IS NOT NULL AND job_is_active(status)
+          GROUP BY api_key_id) c
+    HAVING count(*) > 0;
+    RETURN NULL;
+END
+$$;
+
+-- Each updated row is in both tables: its old status counts -1, its new one +1, so a row
+-- that stays active (or stays ended) nets 0, and a row moved to another key moves its count.
+CREATE FUNCTION jobs_count_active_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM api_keys_add_active(array_agg(api_key_id), array_agg(n))
+    FROM (SELECT api_key_id, sum(d)::bigint AS n FROM (
+              SELECT api_key_id, 1 AS d FROM new_rows
+              WHERE api_key_id IS NOT NULL AND job_is_active(status)
+              UNION ALL
+              SELECT api_key_id, -1 FROM old_rows
+              WHERE api_key_id IS NOT NULL AND job_is_active(status)) m
+          GROUP BY api_key_id) c
+    HAVING count(*) > 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION jobs_count_active_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM api_keys_add_active(array_agg(api_key_id), array_agg(-n))
+    FROM (SELECT api_key_id, count(*) AS n FROM old_rows
+          WHERE api_key_id IS NOT NULL AND job_is_active(status)
+          GROUP BY api_key_id) c
+    HAVING count(*) > 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION jobs_count_active_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE api_keys SET active_jobs = 0 WHERE active_jobs <> 0;
+    RETURN NULL;
+END
+$$;
+
+-- Statement-level, so a statement moving many jobs (a batch of submits, a worker's batch of
+-- completions) updates each of its keys once.
+CREATE TRIGGER jobs_count_active_inserted AFTER INSERT ON jobs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_active_inserted();
+CREATE TRIGGER jobs_count_active_updated AFTER UPDATE ON jobs
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_active_updated();
+CREATE TRIGGER jobs_count_active_deleted AFTER DELETE ON jobs
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_active_deleted();
+CREATE TRIGGER jobs_count_active_truncated AFTER TRUNCATE ON jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_active_truncated();
+
+-- The count no longer reads the key's active jobs.
+DROP INDEX jobs_active_by_key_idx;
