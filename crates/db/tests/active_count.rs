@@ -332,3 +332,30 @@ async fn the_migration_counts_the_jobs_already_there() {
     clipstash_db::migrate(&db.pool).await.unwrap();
     assert_eq!(checked(&db, "the migration", &[a, b]).await, [3, 0]);
 }
+
+/// A statement that moves no count (a claim, queued to running) does not touch its key's
+/// row, so claims never wait on a batch of submits holding the key.
+#[tokio::test]
+async fn a_claim_does_not_wait_for_its_keys_lock() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "held").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let id = submit(&inserter, Some(key)).await;
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let claims = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        transitions::claim_many(&mut conn, &[id]),
+    )
+    .await
+    .expect("the claim waited for the key's lock")
+    .unwrap();
+    assert!(matches!(claims[0], Claim::Claimed { .. }));
+    holder.rollback().await.unwrap();
+    assert_eq!(checked(&db, "a claim", &[key]).await, [1]);
+}
