@@ -25,7 +25,8 @@ use clipstash_db::batch::JobInserter;
 /// Shared state of every request handler.
 pub struct AppState {
     pub pool: PgPool,
-    /// Group-commits the inserts of submits without an API key (`clipstash_db::batch`).
+    /// Group-commits the inserts of submits without an `Idempotency-Key`, keyed or not
+    /// (`clipstash_db::batch`).
     pub inserter: JobInserter,
     pub queue: Queue,
     pub storage: Storage,
