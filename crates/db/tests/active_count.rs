@@ -52,7 +52,10 @@ async fn counts(db: &TestDb) -> Vec<(Uuid, i64, i64)> {
 async fn checked(db: &TestDb, step: &str, keys: &[Uuid]) -> Vec<i64> {
     let all = counts(db).await;
     for (id, kept, real) in &all {
-        assert_eq!(kept, real, "after {step}: key {id} keeps {kept}, has {real}");
+        assert_eq!(
+            kept, real,
+            "after {step}: key {id} keeps {kept}, has {real}"
+        );
     }
     keys.iter()
         .map(|k| all.iter().find(|(id, ..)| id == k).unwrap().1)
@@ -186,10 +189,12 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     assert_eq!(checked(&db, "a second cancel", &keys).await, [3, 1]);
 
     // Retention deletes ended jobs only: no count moves.
-    sqlx::query("UPDATE jobs SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jobs SET finished_at = now() - interval '2 days' WHERE finished_at IS NOT NULL",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let gone = jobs::delete_finished_before(&db.pool, std::time::Duration::from_secs(3600), 100)
         .await
         .unwrap();
@@ -203,7 +208,10 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
         .execute(&db.pool)
         .await
         .unwrap();
-    assert_eq!(checked(&db, "a job moved between keys", &keys).await, [2, 2]);
+    assert_eq!(
+        checked(&db, "a job moved between keys", &keys).await,
+        [2, 2]
+    );
     sqlx::query("DELETE FROM jobs WHERE id = $1")
         .bind(of_a[3])
         .execute(&db.pool)
@@ -358,4 +366,49 @@ async fn a_claim_does_not_wait_for_its_keys_lock() {
     assert!(matches!(claims[0], Claim::Claimed { .. }));
     holder.rollback().await.unwrap();
     assert_eq!(checked(&db, "a claim", &[key]).await, [1]);
+}
+
+/// `deploy/sql/recount-active-jobs.sql`, the operator's repair, puts a count changed by hand
+/// back to the real one and leaves the right ones alone.
+#[tokio::test]
+async fn the_recount_script_repairs_a_wrong_count() {
+    let db = TestDb::new().await;
+    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    for _ in 0..3 {
+        submit(&inserter, Some(a)).await;
+    }
+    submit(&inserter, Some(b)).await;
+    // An ended job of `a`, which the recount must not count.
+    let ended = submit(&inserter, Some(a)).await;
+    let out = transitions::delete_job_of(&db.pool, ended, Owner::Key(a))
+        .await
+        .unwrap();
+    assert!(matches!(out, DeleteOutcome::Cancelled { .. }), "{out:?}");
+    sqlx::query("UPDATE api_keys SET active_jobs = 99 WHERE id = $1")
+        .bind(a)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let script = include_str!("../../../deploy/sql/recount-active-jobs.sql");
+    let mut conn = db.pool.acquire().await.unwrap();
+    let fixed: Vec<(String, i64, i64)> = {
+        use futures_util::TryStreamExt;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+            .fetch_many(&mut *conn)
+            .try_filter_map(|step| async move {
+                Ok(match step {
+                    sqlx::Either::Right(row) => {
+                        use sqlx::Row;
+                        Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                    }
+                    sqlx::Either::Left(_) => None,
+                })
+            })
+            .try_collect()
+            .await
+            .unwrap()
+    };
+    assert_eq!(fixed, [("a".to_string(), 99, 3)]);
+    assert_eq!(checked(&db, "the recount", &[a, b]).await, [3, 1]);
 }

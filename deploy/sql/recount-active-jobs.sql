@@ -1,0 +1,20 @@
+-- Recounts every API key's active jobs (api_keys.active_jobs, which a submit checks the key's
+-- cap against) from the jobs themselves. The triggers on `jobs` keep the counts exact, so this
+-- is only for a count changed by hand, or triggers disabled for a while. Safe while the
+-- service runs: job writes wait for the few milliseconds it takes.
+--
+--   psql "$DATABASE_URL" -f deploy/sql/recount-active-jobs.sql
+--
+-- It prints each key it corrected, with the count it had and the one it has now.
+BEGIN;
+LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
+WITH real AS (
+    SELECT k.id, k.active_jobs AS was,
+           (SELECT count(*) FROM jobs j WHERE j.api_key_id = k.id AND job_is_active(j.status)) AS n
+    FROM api_keys k
+)
+UPDATE api_keys k SET active_jobs = real.n
+FROM real
+WHERE k.id = real.id AND k.active_jobs <> real.n
+RETURNING k.name, real.was, k.active_jobs AS now;
+COMMIT;
