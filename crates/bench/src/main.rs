@@ -64,6 +64,10 @@ struct Args {
     /// 0: auth off.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     keys: u32,
+    /// Send every submit with its own `Idempotency-Key`, as a client that retries safely
+    /// does: such submits are written one transaction each, not batched.
+    #[arg(long)]
+    idempotency: bool,
     /// Rounds of the large-file phase: `curl -o` and the job alternate, and their medians
     /// are compared.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -120,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
 
     println!(
-        "clipstash bench: {} jobs ({submits} submitted), {} clients, {} workers x {}, {}",
+        "clipstash bench: {} jobs ({submits} submitted), {} clients, {} workers x {}, {}{}",
         args.jobs,
         args.clients,
         args.workers,
@@ -128,6 +132,11 @@ async fn main() -> anyhow::Result<()> {
         match args.keys {
             0 => "auth off".to_string(),
             n => format!("{n} API keys"),
+        },
+        if args.idempotency {
+            ", an Idempotency-Key per submit"
+        } else {
+            ""
         }
     );
     row("measure", "rate/s", "p50 ms", "p99 ms", "vs baseline");
@@ -173,8 +182,13 @@ async fn main() -> anyhow::Result<()> {
     let (postgres, redis) = (postgres_of_db(), redis_server());
     let (api_cpu, me_cpu) = (cpu::of_pid(api_pid), cpu::of_pid(me));
     let enqueue = load(submits, args.clients, |i| {
-        authorized(client.post(format!("{base}/v1/downloads")), &keys, i)
-            .json(&json!({ "url": media.url(&format!("/media/{small}/{i}/b")) }))
+        let req = authorized(client.post(format!("{base}/v1/downloads")), &keys, i)
+            .json(&json!({ "url": media.url(&format!("/media/{small}/{i}/b")) }));
+        if args.idempotency {
+            req.header("Idempotency-Key", format!("bench-{i}"))
+        } else {
+            req
+        }
     })
     .await;
     let (api_us, pg_us, redis_us, me_us) = (

@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::jobs::{JOB_COLUMNS, JobRow, NewJob};
+use crate::jobs::{IdempotencyKey, JOB_COLUMNS, JobRow, NewJob};
 
 /// Most rows in one `INSERT`.
 pub const MAX_BATCH: usize = 256;
@@ -42,6 +42,23 @@ pub type InsertedCapped = Result<Result<Committed, AtCap>, Arc<sqlx::Error>>;
 /// The submit was not written: its key already had its cap of active jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AtCap;
+
+/// What a submit with an `Idempotency-Key` came to ([`JobInserter::insert_idempotent`]).
+#[derive(Debug)]
+pub enum Written {
+    /// A new job, committed (and its batch's after-commit stage run).
+    Created(Committed),
+    /// The key had created this job before (in this batch or earlier), from the same
+    /// request: it is answered again, and not enqueued again.
+    Replayed(JobRow),
+    /// The key had been used before, by the same caller, with another request.
+    KeyReused,
+    /// Not written: the API key already had its cap of active jobs.
+    AtCap,
+}
+
+/// A submit's [`Written`], or the error its batch met (shared by the batch).
+pub type Outcome = Result<Written, Arc<sqlx::Error>>;
 
 /// A committed row, and how the batch's [`AfterCommit`] stage went.
 #[derive(Debug)]
@@ -75,7 +92,9 @@ struct Pending {
     callback_url: Option<String>,
     /// The API key and its cap on active jobs.
     owner: Option<(Uuid, i64)>,
-    reply: oneshot::Sender<InsertedCapped>,
+    /// The `Idempotency-Key` and the SHA-256 of the request it came with.
+    idempotency: Option<(String, String)>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 impl JobInserter {
@@ -99,10 +118,11 @@ impl JobInserter {
 
     /// Inserts a new queued job (no API key) and returns its row once committed.
     pub async fn insert(&self, job: &NewJob<'_>) -> Inserted {
-        // Only a submit with a key has a cap to meet.
-        self.send(job, None)
-            .await?
-            .map_err(|AtCap| Arc::new(sqlx::Error::RowNotFound))
+        match self.send(job, None, None).await? {
+            Written::Created(c) => Ok(c),
+            // Only a submit with a key has a cap, only one with an Idempotency-Key a replay.
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Inserts a new queued job of `api_key_id` if the key has fewer than `max_active`
@@ -113,10 +133,32 @@ impl JobInserter {
         api_key_id: Uuid,
         max_active: i64,
     ) -> InsertedCapped {
-        self.send(job, Some((api_key_id, max_active))).await
+        match self.send(job, Some((api_key_id, max_active)), None).await? {
+            Written::Created(c) => Ok(Ok(c)),
+            Written::AtCap => Ok(Err(AtCap)),
+            other => Err(unexpected(other)),
+        }
     }
 
-    async fn send(&self, job: &NewJob<'_>, owner: Option<(Uuid, i64)>) -> InsertedCapped {
+    /// Inserts a new queued job under an `Idempotency-Key`, or answers the job the key
+    /// created before. Keys are scoped to their caller: `owner` is the API key and its cap
+    /// (`None` when auth is off). A replay is answered before the cap is checked.
+    pub async fn insert_idempotent(
+        &self,
+        job: &NewJob<'_>,
+        key: IdempotencyKey<'_>,
+        owner: Option<(Uuid, i64)>,
+    ) -> Outcome {
+        let idempotency = (key.key.to_owned(), key.request_sha256.to_owned());
+        self.send(job, owner, Some(idempotency)).await
+    }
+
+    async fn send(
+        &self,
+        job: &NewJob<'_>,
+        owner: Option<(Uuid, i64)>,
+        idempotency: Option<(String, String)>,
+    ) -> Outcome {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             id: job.id,
@@ -128,12 +170,20 @@ impl JobInserter {
             cookies_sealed: job.cookies_sealed.map(<[u8]>::to_vec),
             callback_url: job.callback_url.map(str::to_owned),
             owner,
+            idempotency,
             reply,
         };
         let closed = || Arc::new(sqlx::Error::PoolClosed);
         self.tx.send(pending).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
+}
+
+/// An answer a submit could not get (no key, so no cap; no Idempotency-Key, so no replay).
+fn unexpected(w: Written) -> Arc<sqlx::Error> {
+    Arc::new(sqlx::Error::Protocol(format!(
+        "batch answered {w:?} to a submit that cannot get it"
+    )))
 }
 
 async fn run(
@@ -169,57 +219,133 @@ async fn run(
     }
 }
 
-/// One `INSERT` of the whole batch, then the after-commit stage; every caller of it gets
-/// its row, [`AtCap`], or the shared error.
+/// One `INSERT` of the whole batch, then (for submits with an `Idempotency-Key` it did not
+/// write) one look-up of the jobs their keys name, then the after-commit stage; every caller
+/// of it gets its [`Written`], or the shared error.
 async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) {
-    match insert_batch(pool, &batch).await {
-        Ok(rows) => {
-            let mut rows: HashMap<Uuid, JobRow> = rows.into_iter().map(|r| (r.id, r)).collect();
-            let answers: Vec<(Pending, Option<JobRow>)> = batch
-                .into_iter()
-                .map(|p| {
-                    let row = rows.remove(&p.id);
-                    (p, row)
-                })
-                .collect();
-            let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
-            let outcome = match after {
-                // A panicking stage is an error of the batch, not callers left without
-                // an answer (which would read as the database being gone).
-                Some(after) => Some(
-                    match AssertUnwindSafe(after(committed)).catch_unwind().await {
-                        Ok(done) => done.map_err(Arc::new),
-                        Err(_) => Err(Arc::new(anyhow::anyhow!("the after-commit stage panicked"))),
-                    },
-                ),
-                None => None,
-            };
-            for (p, row) in answers {
-                let answer = match (row, p.owner) {
-                    (Some(row), _) => Ok(Ok(Committed {
-                        row,
-                        after: outcome.clone(),
-                    })),
-                    // Left out by the statement: only a submit with a key can be.
-                    (None, Some(_)) => Ok(Err(AtCap)),
-                    (None, None) => Err(Arc::new(sqlx::Error::RowNotFound)),
-                };
-                let _ = p.reply.send(answer);
-            }
+    let written = match insert_batch(pool, &batch).await {
+        Ok(rows) => rows,
+        Err(e) => return fail_all(batch, e),
+    };
+    let mut rows: HashMap<Uuid, JobRow> = written.into_iter().map(|r| (r.id, r)).collect();
+    let answers: Vec<(Pending, Option<JobRow>)> = batch
+        .into_iter()
+        .map(|p| {
+            let row = rows.remove(&p.id);
+            (p, row)
+        })
+        .collect();
+    let unwritten: Vec<&Pending> = answers
+        .iter()
+        .filter(|(p, row)| row.is_none() && p.idempotency.is_some())
+        .map(|(p, _)| p)
+        .collect();
+    let earlier = if unwritten.is_empty() {
+        HashMap::new()
+    } else {
+        match jobs_of_keys(pool, &unwritten).await {
+            Ok(found) => found,
+            Err(e) => return fail_all(answers.into_iter().map(|(p, _)| p).collect(), e),
         }
-        Err(e) => {
-            let e = Arc::new(e);
-            for p in batch {
-                let _ = p.reply.send(Err(e.clone()));
+    };
+    let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
+    let outcome = match after {
+        // A panicking stage is an error of the batch, not callers left without an answer
+        // (which would read as the database being gone).
+        Some(after) => Some(
+            match AssertUnwindSafe(after(committed)).catch_unwind().await {
+                Ok(done) => done.map_err(Arc::new),
+                Err(_) => Err(Arc::new(anyhow::anyhow!("the after-commit stage panicked"))),
+            },
+        ),
+        None => None,
+    };
+    for (p, row) in answers {
+        let answer = match (row, &p.idempotency, p.owner) {
+            (Some(row), ..) => Ok(Written::Created(Committed {
+                row,
+                after: outcome.clone(),
+            })),
+            // Not written: its key named a job already there (a replay, answered before
+            // the cap), or its key was new and the cap left it out.
+            (None, Some((key, sha)), owner) => {
+                match earlier.get(&(owner.map(|(k, _)| k), key.clone())) {
+                    // Also the second of two submits of one key in one batch.
+                    Some((hash, row)) if hash.as_deref() == Some(sha.as_str()) => {
+                        Ok(Written::Replayed(row.clone()))
+                    }
+                    Some(_) => Ok(Written::KeyReused),
+                    None if owner.is_some() => Ok(Written::AtCap),
+                    // The job its key named went (retention) between the two statements.
+                    None => Err(Arc::new(sqlx::Error::RowNotFound)),
+                }
             }
-        }
+            (None, None, Some(_)) => Ok(Written::AtCap),
+            (None, None, None) => Err(Arc::new(sqlx::Error::RowNotFound)),
+        };
+        let _ = p.reply.send(answer);
     }
+}
+
+fn fail_all(batch: Vec<Pending>, e: sqlx::Error) {
+    let e = Arc::new(e);
+    for p in batch {
+        let _ = p.reply.send(Err(e.clone()));
+    }
+}
+
+/// The jobs the `Idempotency-Key`s of `unwritten` name, with the request hash each was
+/// created with, by (API key, Idempotency-Key). A statement of its own, after the batch's
+/// commit, so it sees the jobs of a concurrent batch that won the key.
+async fn jobs_of_keys(
+    pool: &PgPool,
+    unwritten: &[&Pending],
+) -> Result<HashMap<(Option<Uuid>, String), (Option<String>, JobRow)>, sqlx::Error> {
+    let owners: Vec<Option<Uuid>> = unwritten.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
+    let keys: Vec<&str> = unwritten
+        .iter()
+        .filter_map(|p| p.idempotency.as_ref().map(|(k, _)| k.as_str()))
+        .collect();
+    let found: Vec<KeyedJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // Two branches, each an index scan of `(api_key_id, idempotency_key)`: one join
+        // condition with an OR for the keyless case read the whole table.
+        "SELECT w.owner, w.key, j.request_sha256, {cols} \
+         FROM UNNEST($1::uuid[], $2::text[]) AS w(owner, key) \
+         CROSS JOIN LATERAL ( \
+           SELECT * FROM jobs WHERE api_key_id = w.owner AND idempotency_key = w.key \
+           UNION ALL \
+           SELECT * FROM jobs WHERE w.owner IS NULL AND api_key_id IS NULL \
+             AND idempotency_key = w.key) j",
+        cols = JOB_COLUMNS
+            .split(',')
+            .map(|c| format!("j.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+    .bind(owners)
+    .bind(keys)
+    .fetch_all(pool)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|f| ((f.owner, f.key), (f.request_sha256, f.row)))
+        .collect())
+}
+
+/// A job an `Idempotency-Key` names, found by [`jobs_of_keys`].
+#[derive(sqlx::FromRow)]
+struct KeyedJob {
+    owner: Option<Uuid>,
+    key: String,
+    request_sha256: Option<String>,
+    #[sqlx(flatten)]
+    row: JobRow,
 }
 
 /// The batch's rows as one statement: the rows travel as one array per column (`UNNEST`),
 /// so every batch size is the same statement, prepared once per connection. Submits with
-/// a key are admitted in submit order while the key's active jobs stay within its cap
-/// ([`CAPPED_INSERT`]).
+/// a key are admitted in submit order while the key's active jobs stay within its cap, and
+/// submits with an `Idempotency-Key` only when their key is new ([`CAPPED_INSERT`]).
 async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
@@ -230,10 +356,11 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
     let cookies: Vec<Option<&[u8]>> = batch.iter().map(|p| p.cookies_sealed.as_deref()).collect();
     let callbacks: Vec<Option<&str>> = batch.iter().map(|p| p.callback_url.as_deref()).collect();
     let keyed = batch.iter().any(|p| p.owner.is_some());
-    let sql = if keyed {
-        &*CAPPED_INSERT
-    } else {
-        &*PLAIN_INSERT
+    let idempotent = batch.iter().any(|p| p.idempotency.is_some());
+    let sql = match (keyed, idempotent) {
+        (false, false) => &*PLAIN_INSERT,
+        (_, false) => &*CAPPED_INSERT,
+        (_, true) => &*IDEMPOTENT_INSERT,
     };
     let query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql.as_str()))
         .bind(ids)
@@ -245,12 +372,24 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .bind(cookies)
         .bind(callbacks)
         .bind(JobStatus::Queued);
-    if !keyed {
+    if !keyed && !idempotent {
         return query.fetch_all(pool).await;
     }
     let keys: Vec<Option<Uuid>> = batch.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
     let caps: Vec<Option<i64>> = batch.iter().map(|p| p.owner.map(|(_, c)| c)).collect();
-    query.bind(keys).bind(caps).fetch_all(pool).await
+    let query = query.bind(keys).bind(caps);
+    if !idempotent {
+        return query.fetch_all(pool).await;
+    }
+    let idem: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| p.idempotency.as_ref().map(|(k, _)| k.as_str()))
+        .collect();
+    let hashes: Vec<Option<&str>> = batch
+        .iter()
+        .map(|p| p.idempotency.as_ref().map(|(_, h)| h.as_str()))
+        .collect();
+    query.bind(idem).bind(hashes).fetch_all(pool).await
 }
 
 /// The batch `INSERT` when no submit in it has a key: nothing to count. The capped one
@@ -273,27 +412,56 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
 /// active jobs: a key another transaction holds is waited for, then read as that
 /// transaction committed it. The `INSERT`'s own trigger adds the admitted jobs to the counts
 /// before the locks go, at commit.
-static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
+static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
+
+/// [`CAPPED_INSERT`] for a batch with `Idempotency-Key`s ($12, with each request's hash in
+/// $13). A submit whose key already named a job (a replay, or a reuse with another request)
+/// is left out before the cap is counted, so a replay never takes a place; a key first used
+/// by a concurrent batch, or twice in this one, is left out by `ON CONFLICT` (the partial
+/// unique index on `(api_key_id, idempotency_key)`). [`jobs_of_keys`] then tells each
+/// left-out submit which job its key named.
+static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(true));
+
+fn capped_insert(idempotent: bool) -> String {
+    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_insert, idem_values, on_conflict) = if idempotent {
+        (
+            ", $12::text[], $13::text[]",
+            ", idempotency_key, request_sha256",
+            ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
+            // Only the first submit of each key in the batch, and only if no job has it yet.
+            "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.api_key_id = b.api_key_id \
+                               AND j.idempotency_key = b.idempotency_key) \
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE b.api_key_id IS NULL \
+                               AND j.api_key_id IS NULL AND j.idempotency_key = b.idempotency_key))",
+            ", idempotency_key, request_sha256",
+            ", r.idempotency_key, r.request_sha256",
+            "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+    } else {
+        ("", "", "", "", "", "", "")
+    };
     format!(
         "WITH b AS ( \
-           SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-             $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]) WITH ORDINALITY \
-           AS b(id, url, source, requested_source, format, max_height, cookies_sealed, \
-             callback_url, api_key_id, cap, ord) \
+           SELECT u.*{idem_nth} FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]{idem_in}) \
+           WITH ORDINALITY AS u(id, url, source, requested_source, format, max_height, \
+             cookies_sealed, callback_url, api_key_id, cap{idem_cols}, ord) \
          ), k AS ( \
            SELECT id, active_jobs FROM api_keys \
            WHERE id IN (SELECT api_key_id FROM b WHERE api_key_id IS NOT NULL) \
            ORDER BY id FOR NO KEY UPDATE \
          ), ranked AS ( \
            SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
-           FROM b \
+           FROM b {idem_fresh} \
          ) \
          INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
-           max_height, cookies_sealed, callback_url) \
+           max_height, cookies_sealed, callback_url{idem_insert}) \
          SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
-           r.max_height, r.cookies_sealed, r.callback_url \
+           r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
          FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
          WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
+         {on_conflict} \
          RETURNING {JOB_COLUMNS}"
     )
-});
+}

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use clipstash_db::batch::{AtCap, JobInserter};
-use clipstash_db::jobs::{self, IdempotencyKey, Inserted, NewJob, active_statuses};
+use clipstash_db::batch::{AtCap, JobInserter, Written};
+use clipstash_db::jobs::{self, IdempotencyKey, NewJob, active_statuses};
 use clipstash_db::{Claim, DeleteOutcome, Owner, transitions};
 use clipstash_domain::{ErrorCode, JobStatus, StorageProvider, StoredObject, VideoSource};
 use clipstash_testkit::TestDb;
@@ -134,10 +134,11 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
         key: "once",
         request_sha256: "ab",
     };
-    let done = jobs::insert_job_idempotent(&db.pool, &job, key, Some((a, 1_000)))
+    let done = inserter
+        .insert_idempotent(&job, key, Some((a, 1_000)))
         .await
         .unwrap();
-    assert!(matches!(done, Inserted::Created(_)), "{done:?}");
+    assert!(matches!(done, Written::Created(_)), "{done:?}");
     of_a.push(id);
     assert_eq!(checked(&db, "an idempotent submit", &keys).await, [5, 3]);
 

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use clipstash_db::JobRow;
-use clipstash_db::batch::{AtCap, Inserted, JobInserter, MAX_BATCH};
-use clipstash_db::jobs::{self, NewJob};
+use clipstash_db::batch::{AtCap, Inserted, JobInserter, MAX_BATCH, Written};
+use clipstash_db::jobs::{self, IdempotencyKey, NewJob};
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
 use clipstash_testkit::TestDb;
 use futures_util::future::join_all;
@@ -367,4 +367,143 @@ async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_mea
     holder.commit().await.unwrap();
     assert_eq!(submit.await.unwrap(), [false]);
     assert_eq!(jobs_of(&db, key).await, 2);
+}
+
+/// What a submit with `Idempotency-Key` `key` and request hash `sha` (by `owner`, cap 1,000
+/// or `cap`) came to, in a short form: `created <id>`, `replayed <id>`, `reused`, `at cap`.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    Created(Uuid),
+    Replayed(Uuid),
+    Reused,
+    AtCap,
+}
+
+async fn submit_idempotent(
+    inserter: &JobInserter,
+    owner: Option<(Uuid, i64)>,
+    key: &str,
+    sha: &str,
+) -> Got {
+    let id = Uuid::now_v7();
+    let job = NewJob::new(id, "https://a.example/i.mp4", VideoSource::Direct);
+    let key = IdempotencyKey {
+        key,
+        request_sha256: sha,
+    };
+    match inserter.insert_idempotent(&job, key, owner).await.unwrap() {
+        Written::Created(c) => {
+            assert_eq!(c.row.id, id);
+            Got::Created(id)
+        }
+        Written::Replayed(row) => Got::Replayed(row.id),
+        Written::KeyReused => Got::Reused,
+        Written::AtCap => Got::AtCap,
+    }
+}
+
+/// In one batch: a key used twice with one request makes one job and a replay of it, used
+/// again with another request it is refused, and each caller (two API keys, and none) has
+/// its own keys. Later batches replay what earlier ones created.
+#[tokio::test]
+async fn idempotent_submits_in_one_batch_make_one_job_per_key_and_caller() {
+    let db = TestDb::new().await;
+    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let (one, two, other, of_b, keyless) = tokio::join!(
+        submit_idempotent(&inserter, Some((a, 100)), "k", "s1"),
+        submit_idempotent(&inserter, Some((a, 100)), "k", "s1"),
+        submit_idempotent(&inserter, Some((a, 100)), "k", "s2"),
+        submit_idempotent(&inserter, Some((b, 100)), "k", "s1"),
+        submit_idempotent(&inserter, None, "k", "s1"),
+    );
+    let Got::Created(first) = one else {
+        panic!("the first submit of a key makes its job: {one:?}")
+    };
+    assert_eq!(two, Got::Replayed(first));
+    assert_eq!(other, Got::Reused);
+    assert!(matches!(of_b, Got::Created(_)), "{of_b:?}");
+    assert!(matches!(keyless, Got::Created(_)), "{keyless:?}");
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(all, 3);
+    // A later batch replays, also without a key.
+    let Got::Created(anonymous) = keyless else {
+        unreachable!()
+    };
+    assert_eq!(
+        submit_idempotent(&inserter, None, "k", "s1").await,
+        Got::Replayed(anonymous)
+    );
+    assert_eq!(
+        submit_idempotent(&inserter, Some((a, 100)), "k", "s1").await,
+        Got::Replayed(first)
+    );
+}
+
+/// A replay is answered before the cap and takes no place under it: with a cap of 2 and one
+/// active job, a batch holding that job's replay and a new submit writes the new one.
+#[tokio::test]
+async fn a_replay_takes_no_place_under_the_cap() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "capped").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let Got::Created(first) = submit_idempotent(&inserter, Some((key, 2)), "x", "s").await else {
+        panic!("the first submit is written")
+    };
+    let (replay, new) = tokio::join!(
+        submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
+        submit_idempotent(&inserter, Some((key, 2)), "y", "s"),
+    );
+    assert_eq!(replay, Got::Replayed(first));
+    assert!(matches!(new, Got::Created(_)), "{new:?}");
+    // Now at the cap: a replay still answers, a new key does not fit.
+    let (replay, full) = tokio::join!(
+        submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
+        submit_idempotent(&inserter, Some((key, 2)), "z", "s"),
+    );
+    assert_eq!(replay, Got::Replayed(first));
+    assert_eq!(full, Got::AtCap);
+    assert_eq!(jobs_of(&db, key).await, 2);
+}
+
+/// Two API processes racing on one Idempotency-Key, with and without an API key: one job
+/// each, and every other submit a replay of it.
+#[tokio::test]
+async fn racing_inserters_make_one_job_per_idempotency_key() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "raced").await;
+    let other = clipstash_db::connect(&db.url.clone().into(), 4)
+        .await
+        .unwrap();
+    let (one, two) = (
+        JobInserter::spawn(db.pool.clone(), 2),
+        JobInserter::spawn(other, 2),
+    );
+    for owner in [Some((key, 1_000)), None] {
+        for round in 0..10 {
+            let k = format!("r{round}");
+            let all = join_all((0..16).map(|i| {
+                let inserter = if i % 2 == 0 { &one } else { &two };
+                let k = k.clone();
+                async move { submit_idempotent(inserter, owner, &k, "s").await }
+            }))
+            .await;
+            let created: Vec<Uuid> = all
+                .iter()
+                .filter_map(|g| match g {
+                    Got::Created(id) => Some(*id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(created.len(), 1, "{owner:?} round {round}: {all:?}");
+            assert!(
+                all.iter()
+                    .all(|g| *g == Got::Created(created[0]) || *g == Got::Replayed(created[0])),
+                "{all:?}"
+            );
+        }
+    }
 }

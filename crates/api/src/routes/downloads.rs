@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
-use clipstash_db::batch::{AfterCommit, AtCap};
-use clipstash_db::jobs::{IdempotencyKey, Inserted, NewJob};
+use clipstash_db::batch::{AfterCommit, AtCap, Written};
+use clipstash_db::jobs::{IdempotencyKey, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
 use clipstash_domain::{DownloadJob, ErrorCode, JobStatus, RequestedSource, VideoSource};
@@ -387,8 +387,8 @@ pub async fn create_download(
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
-    // A batched insert (no Idempotency-Key) comes back enqueued (or with the push's error);
-    // the others push here.
+    // Every submit is batched, and comes back enqueued (or with the push's error) when its
+    // batch has an after-commit stage (the API's always has).
     let (job, enqueued) = match (&idempotency, owner) {
         (None, owner) => {
             let committed = match owner {
@@ -417,13 +417,21 @@ pub async fn create_download(
                 key,
                 request_sha256: &hash,
             };
+            let cap = owner.map_or(0, |(_, cap)| cap);
             let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
-            match jobs::insert_job_idempotent(&state.pool, &new_job, key, owner)
+            match state
+                .inserter
+                .insert_idempotent(&new_job, key, owner)
                 .await
                 .map_err(ApiError::database)?
             {
-                Inserted::Created(job) => (job, None),
-                Inserted::Replayed(job) => {
+                Written::Created(committed) => (
+                    committed.row,
+                    committed
+                        .after
+                        .map(|pushed| pushed.map_err(|e| anyhow::anyhow!("{e:#}"))),
+                ),
+                Written::Replayed(job) => {
                     // Enqueued by the request that created it (or marked failed if that push
                     // failed); the sweeper covers a crash in between.
                     return Ok(HttpResponse::Ok()
@@ -431,15 +439,13 @@ pub async fn create_download(
                         .insert_header(("Idempotent-Replayed", "true"))
                         .json(JobView::from(job)));
                 }
-                Inserted::KeyReused => {
+                Written::KeyReused => {
                     return Err(ApiError::new(
                         ErrorCode::IdempotencyKeyReused,
                         "this Idempotency-Key was used with a different request body",
                     ));
                 }
-                Inserted::AtCap(_) => {
-                    return Err(too_many_active(owner.map_or(0, |(_, cap)| cap as u32)));
-                }
+                Written::AtCap => return Err(too_many_active(cap)),
             }
         }
     };
