@@ -240,13 +240,11 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
         .filter(|(p, row)| row.is_none() && p.idempotency.is_some())
         .map(|(p, _)| p)
         .collect();
+    // A failed look-up is the error of the submits it was for; the written ones go on.
     let earlier = if unwritten.is_empty() {
-        HashMap::new()
+        Ok(HashMap::new())
     } else {
-        match jobs_of_keys(pool, &unwritten).await {
-            Ok(found) => found,
-            Err(e) => return fail_all(answers.into_iter().map(|(p, _)| p).collect(), e),
-        }
+        jobs_of_keys(pool, &unwritten).await.map_err(Arc::new)
     };
     let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
     let outcome = match after {
@@ -268,8 +266,9 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
             })),
             // Not written: its key named a job already there (a replay, answered before
             // the cap), or its key was new and the cap left it out.
-            (None, Some((key, sha)), owner) => {
-                match earlier.get(&(owner.map(|(k, _)| k), key.clone())) {
+            (None, Some((key, sha)), owner) => match &earlier {
+                Err(e) => Err(e.clone()),
+                Ok(earlier) => match earlier.get(&(owner.map(|(k, _)| k), key.clone())) {
                     // Also the second of two submits of one key in one batch.
                     Some((hash, row)) if hash.as_deref() == Some(sha.as_str()) => {
                         Ok(Written::Replayed(row.clone()))
@@ -278,8 +277,8 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
                     None if owner.is_some() => Ok(Written::AtCap),
                     // The job its key named went (retention) between the two statements.
                     None => Err(Arc::new(sqlx::Error::RowNotFound)),
-                }
-            }
+                },
+            },
             (None, None, Some(_)) => Ok(Written::AtCap),
             (None, None, None) => Err(Arc::new(sqlx::Error::RowNotFound)),
         };
@@ -423,24 +422,25 @@ static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
 static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(true));
 
 fn capped_insert(idempotent: bool) -> String {
-    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_insert, idem_values, on_conflict) = if idempotent {
-        (
-            ", $12::text[], $13::text[]",
-            ", idempotency_key, request_sha256",
-            ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
-            // Only the first submit of each key in the batch, and only if no job has it yet.
-            "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
+    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_insert, idem_values, on_conflict) =
+        if idempotent {
+            (
+                ", $12::text[], $13::text[]",
+                ", idempotency_key, request_sha256",
+                ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
+                // Only the first submit of each key in the batch, and only if no job has it yet.
+                "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.api_key_id = b.api_key_id \
                                AND j.idempotency_key = b.idempotency_key) \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE b.api_key_id IS NULL \
                                AND j.api_key_id IS NULL AND j.idempotency_key = b.idempotency_key))",
-            ", idempotency_key, request_sha256",
-            ", r.idempotency_key, r.request_sha256",
-            "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
-    } else {
-        ("", "", "", "", "", "", "")
-    };
+                ", idempotency_key, request_sha256",
+                ", r.idempotency_key, r.request_sha256",
+                "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            )
+        } else {
+            ("", "", "", "", "", "", "")
+        };
     format!(
         "WITH b AS ( \
            SELECT u.*{idem_nth} FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
