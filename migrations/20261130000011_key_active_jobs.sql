@@ -3,10 +3,16 @@
 -- this one row (locked) instead of counting the key's jobs, which grew with the key's
 -- backlog (docs/BENCHMARKS.md, "A counter per key").
 
--- No job may change while the counts are taken and the triggers put in place; reads go on.
+-- No job may change while the counts are taken and the triggers put in place; reads of jobs
+-- go on. api_keys first: a running API of the previous version locks a key's row and then
+-- inserts into jobs, so taking the two the other way round could deadlock with it.
+LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;
 LOCK TABLE jobs IN SHARE ROW EXCLUSIVE MODE;
 
-ALTER TABLE api_keys ADD COLUMN active_jobs bigint NOT NULL DEFAULT 0 CHECK (active_jobs >= 0);
+-- No CHECK (>= 0): a count lowered by hand must not make the next completion of the key's
+-- jobs fail; the triggers keep it at 0 at least, and deploy/sql/recount-active-jobs.sql
+-- repairs it.
+ALTER TABLE api_keys ADD COLUMN active_jobs bigint NOT NULL DEFAULT 0;
 
 -- The statuses that count against a key's cap (clipstash_db::jobs::active_statuses).
 CREATE FUNCTION job_is_active(status text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
@@ -27,7 +33,7 @@ BEGIN
     PERFORM 1 FROM api_keys
     WHERE id IN (SELECT id FROM UNNEST(ids, deltas) AS d(id, delta) WHERE delta <> 0)
     ORDER BY id FOR NO KEY UPDATE;
-    UPDATE api_keys k SET active_jobs = k.active_jobs + d.delta
+    UPDATE api_keys k SET active_jobs = GREATEST(k.active_jobs + d.delta, 0)
     FROM UNNEST(ids, deltas) AS d(id, delta)
     WHERE k.id = d.id AND d.delta <> 0;
 END

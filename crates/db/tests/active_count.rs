@@ -234,8 +234,9 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     assert_eq!(checked(&db, "a truncation", &keys).await, [0, 0]);
 }
 
-/// Workers completing jobs of the same keys in opposite orders, on several connections,
-/// while submits for those keys go on: no deadlock, and every count exact at the end.
+/// Workers completing jobs of the same keys at once (their jobs in different orders), on
+/// several connections, while submits for those keys go on: no deadlock, and every count
+/// exact at the end.
 #[tokio::test]
 async fn concurrent_completions_and_submits_keep_exact_counts() {
     let db = TestDb::new().await;
@@ -412,4 +413,33 @@ async fn the_recount_script_repairs_a_wrong_count() {
     };
     assert_eq!(fixed, [("a".to_string(), 99, 3)]);
     assert_eq!(checked(&db, "the recount", &[a, b]).await, [3, 1]);
+}
+
+/// A count lowered by hand does not make the key's next transitions fail: the triggers keep
+/// it at 0 at least (the recount script puts the real value back).
+#[tokio::test]
+async fn a_count_too_low_does_not_block_transitions() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "low").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let id = submit(&inserter, Some(key)).await;
+    sqlx::query("UPDATE api_keys SET active_jobs = 0 WHERE id = $1")
+        .bind(key)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let claims = transitions::claim_many(&mut conn, &[id]).await.unwrap();
+    assert!(matches!(claims[0], Claim::Claimed { .. }));
+    let obj = object(id);
+    let done = transitions::complete_many(&mut conn, &[(id, &obj)])
+        .await
+        .unwrap();
+    assert_eq!(done.moved, [true]);
+    let kept: i64 = sqlx::query_scalar("SELECT active_jobs FROM api_keys WHERE id = $1")
+        .bind(key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0);
 }
