@@ -388,7 +388,27 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .iter()
         .map(|p| p.idempotency.as_ref().map(|(_, h)| h.as_str()))
         .collect();
-    query.bind(idem).bind(hashes).fetch_all(pool).await
+    let query = query.bind(idem).bind(hashes);
+    if !keyed {
+        return query.fetch_all(pool).await;
+    }
+    // The statement's existence checks read the snapshot it starts with, so the keys are
+    // locked by a statement before it: a key whose Idempotency-Key a concurrent batch wrote
+    // while this one waited is then seen as a replay, not ranked under the cap first.
+    let mut tx = pool.begin().await?;
+    let mut locked: Vec<Uuid> = batch
+        .iter()
+        .filter_map(|p| p.owner.map(|(k, _)| k))
+        .collect();
+    locked.sort();
+    locked.dedup();
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&locked)
+        .execute(&mut *tx)
+        .await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// The batch `INSERT` when no submit in it has a key: nothing to count. The capped one
@@ -414,33 +434,47 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
 static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
 
 /// [`CAPPED_INSERT`] for a batch with `Idempotency-Key`s ($12, with each request's hash in
-/// $13). A submit whose key already named a job (a replay, or a reuse with another request)
-/// is left out before the cap is counted, so a replay never takes a place; a key first used
-/// by a concurrent batch, or twice in this one, is left out by `ON CONFLICT` (the partial
-/// unique index on `(api_key_id, idempotency_key)`). [`jobs_of_keys`] then tells each
-/// left-out submit which job its key named.
+/// $13). A submit whose key already named a job (a replay, or a reuse with another request),
+/// and every submit of a key after its first in the batch, is left out before the cap is
+/// counted, so a replay never takes a place (a keyed batch locks its keys in a statement
+/// before this one, so it sees what a concurrent batch committed meanwhile). A key a
+/// concurrent keyless batch is writing is left out by `ON CONFLICT` (the partial unique index
+/// on `(api_key_id, idempotency_key)`); rows go in sorted by that key, so two batches never
+/// wait on each other's. [`jobs_of_keys`] then tells each left-out submit which job its key
+/// named.
 static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(true));
 
 fn capped_insert(idempotent: bool) -> String {
-    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_insert, idem_values, on_conflict) =
-        if idempotent {
-            (
-                ", $12::text[], $13::text[]",
-                ", idempotency_key, request_sha256",
-                ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
-                // Only the first submit of each key in the batch, and only if no job has it yet.
-                "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
+    let (
+        idem_in,
+        idem_cols,
+        idem_nth,
+        idem_fresh,
+        idem_insert,
+        idem_values,
+        insert_order,
+        on_conflict,
+    ) = if idempotent {
+        (
+            ", $12::text[], $13::text[]",
+            ", idempotency_key, request_sha256",
+            ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
+            // Only the first submit of each key in the batch, and only if no job has it yet.
+            "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.api_key_id = b.api_key_id \
                                AND j.idempotency_key = b.idempotency_key) \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE b.api_key_id IS NULL \
                                AND j.api_key_id IS NULL AND j.idempotency_key = b.idempotency_key))",
-                ", idempotency_key, request_sha256",
-                ", r.idempotency_key, r.request_sha256",
-                "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-            )
-        } else {
-            ("", "", "", "", "", "", "")
-        };
+            ", idempotency_key, request_sha256",
+            ", r.idempotency_key, r.request_sha256",
+            // Every batch inserts its keys in one order: two batches waiting on each
+            // other's uncommitted keys ([X, Y] and [Y, X], no API key to lock) deadlocked.
+            "ORDER BY r.api_key_id, r.idempotency_key",
+            "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        )
+    } else {
+        ("", "", "", "", "", "", "", "")
+    };
     format!(
         "WITH b AS ( \
            SELECT u.*{idem_nth} FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
@@ -461,7 +495,7 @@ fn capped_insert(idempotent: bool) -> String {
            r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
          FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
          WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
-         {on_conflict} \
+         {insert_order} {on_conflict} \
          RETURNING {JOB_COLUMNS}"
     )
 }

@@ -507,3 +507,127 @@ async fn racing_inserters_make_one_job_per_idempotency_key() {
         }
     }
 }
+
+/// Only the first submit of a key in a batch is ranked under the cap: with a cap of 2, a
+/// batch of [X, X again, Y] writes X and Y.
+#[tokio::test]
+async fn a_key_twice_in_one_batch_takes_one_place_under_the_cap() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "twice").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let (x, again, y) = tokio::join!(
+        submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
+        submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
+        submit_idempotent(&inserter, Some((key, 2)), "y", "s"),
+    );
+    let Got::Created(first) = x else {
+        panic!("the first submit of x is written: {x:?}")
+    };
+    assert_eq!(again, Got::Replayed(first));
+    assert!(matches!(y, Got::Created(_)), "{y:?}");
+    assert_eq!(jobs_of(&db, key).await, 2);
+}
+
+/// A keyed batch that waits for its key sees the Idempotency-Key another transaction wrote
+/// meanwhile as a replay, which takes no place: with a cap of 2, the batch [X replay, Y new]
+/// writes Y.
+#[tokio::test]
+async fn a_key_written_while_the_batch_waited_is_a_replay_that_takes_no_place() {
+    let db = TestDb::new().await;
+    let key = api_key(&db, "held").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let held = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, \
+         idempotency_key, request_sha256) \
+         VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', $2, 'auto', 'x', 's')",
+    )
+    .bind(held)
+    .bind(key)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+    let batch = tokio::spawn({
+        let inserter = inserter.clone();
+        async move {
+            tokio::join!(
+                submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
+                submit_idempotent(&inserter, Some((key, 2)), "y", "s"),
+            )
+        }
+    });
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 || batch.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    holder.commit().await.unwrap();
+    let (x, y) = batch.await.unwrap();
+    assert_eq!(x, Got::Replayed(held));
+    assert!(matches!(y, Got::Created(_)), "{y:?}");
+}
+
+/// Batches insert their Idempotency-Keys in one order (sorted), so two writers of the same
+/// new keys never wait on each other. Another transaction holds `x` uncommitted; a keyless
+/// batch [y, x] then waits on `x` before it writes `y`, so the other transaction can still
+/// write `y` and commit. In arrival order, the batch would have written `y` first: deadlock.
+#[tokio::test]
+async fn a_batch_writes_its_keys_in_sorted_order_so_writers_of_the_same_keys_cannot_deadlock() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let insert_keyed = |id: Uuid, key: &'static str| {
+        sqlx::query(
+            "INSERT INTO jobs (id, url, source, status, requested_source, idempotency_key, \
+             request_sha256) VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', 'auto', \
+             $2, 's') ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING",
+        )
+        .bind(id)
+        .bind(key)
+    };
+    let mut holder = db.pool.begin().await.unwrap();
+    let (x, y) = (Uuid::now_v7(), Uuid::now_v7());
+    insert_keyed(x, "x").execute(&mut *holder).await.unwrap();
+    let batch = tokio::spawn({
+        let inserter = inserter.clone();
+        async move {
+            tokio::join!(
+                submit_idempotent(&inserter, None, "y", "s"),
+                submit_idempotent(&inserter, None, "x", "s"),
+            )
+        }
+    });
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 || batch.is_finished() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    insert_keyed(y, "y")
+        .execute(&mut *holder)
+        .await
+        .expect("the batch had not written y yet");
+    holder.commit().await.unwrap();
+    assert_eq!(batch.await.unwrap(), (Got::Replayed(y), Got::Replayed(x)));
+}
