@@ -7,33 +7,11 @@ use std::path::Path;
 use clipstash_db::batch::{AtCap, JobInserter, Written};
 use clipstash_db::jobs::{self, IdempotencyKey, NewJob, active_statuses};
 use clipstash_db::{Claim, DeleteOutcome, Owner, transitions};
-use clipstash_domain::{ErrorCode, JobStatus, StorageProvider, StoredObject, VideoSource};
-use clipstash_testkit::TestDb;
+use clipstash_domain::{ErrorCode, JobStatus, StoredObject, VideoSource};
+use clipstash_testkit::{TestDb, stored_object};
 use futures_util::future::join_all;
 use strum::VariantArray;
 use uuid::Uuid;
-
-async fn api_key(db: &TestDb, name: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    clipstash_db::keys::create_key(
-        &db.pool,
-        id,
-        &clipstash_db::keys::NewKey {
-            name,
-            key_hash: &[*id.as_bytes(), *id.as_bytes()]
-                .concat()
-                .try_into()
-                .unwrap(),
-            prefix: "cs_test",
-            rate_per_minute: None,
-            max_active_jobs: None,
-            webhook_secret: &clipstash_db::keys::StoredWebhookSecret::Plain(vec![7; 32]),
-        },
-    )
-    .await
-    .unwrap();
-    id
-}
 
 /// Each key's `(kept count, counted)`, by key id.
 async fn counts(db: &TestDb) -> Vec<(Uuid, i64, i64)> {
@@ -77,16 +55,6 @@ async fn submit(inserter: &JobInserter, key: Option<Uuid>) -> Uuid {
     id
 }
 
-fn object(id: Uuid) -> StoredObject {
-    StoredObject {
-        provider: StorageProvider::new("local"),
-        object_key: format!("downloads/{id}"),
-        size_bytes: 10,
-        sha256: "00".repeat(32),
-        content_type: "video/mp4".into(),
-    }
-}
-
 /// Postgres' `job_is_active`, which the triggers count by, and the domain's list of active
 /// statuses, which the API and the docs use, name the same statuses.
 #[tokio::test]
@@ -113,7 +81,7 @@ async fn postgres_and_the_domain_agree_on_which_statuses_are_active() {
 #[tokio::test]
 async fn every_change_to_jobs_keeps_each_keys_count() {
     let db = TestDb::new().await;
-    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let (a, b) = (db.api_key("a").await, db.api_key("b").await);
     let keys = [a, b];
     let inserter = JobInserter::spawn(db.pool.clone(), 2);
 
@@ -169,7 +137,7 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     assert_eq!(checked(&db, "a final failure", &keys).await, [4, 3]);
 
     // a[1] and b[0] succeed in one statement.
-    let (oa, ob) = (object(of_a[1]), object(of_b[0]));
+    let (oa, ob) = (stored_object(of_a[1], 10), stored_object(of_b[0], 10));
     let done = transitions::complete_many(&mut conn, &[(of_a[1], &oa), (of_b[0], &ob)])
         .await
         .unwrap();
@@ -242,7 +210,7 @@ async fn concurrent_completions_and_submits_keep_exact_counts() {
     let db = TestDb::new().await;
     let keys: Vec<Uuid> = join_all((0..4).map(|i| {
         let db = &db;
-        async move { api_key(db, &format!("k{i}")).await }
+        async move { db.api_key(&format!("k{i}")).await }
     }))
     .await;
     let inserter = JobInserter::spawn(db.pool.clone(), 2);
@@ -263,7 +231,8 @@ async fn concurrent_completions_and_submits_keep_exact_counts() {
             for batch in chunk.chunks(6) {
                 let claims = transitions::claim_many(&mut conn, batch).await.unwrap();
                 assert!(claims.iter().all(|c| matches!(c, Claim::Claimed { .. })));
-                let objects: Vec<StoredObject> = batch.iter().map(|id| object(*id)).collect();
+                let objects: Vec<StoredObject> =
+                    batch.iter().map(|id| stored_object(*id, 10)).collect();
                 let done: Vec<(Uuid, &StoredObject)> =
                     batch.iter().copied().zip(objects.iter()).collect();
                 let out = transitions::complete_many(&mut conn, &done).await.unwrap();
@@ -348,7 +317,7 @@ async fn the_migration_counts_the_jobs_already_there() {
 #[tokio::test]
 async fn a_claim_does_not_wait_for_its_keys_lock() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "held").await;
+    let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let id = submit(&inserter, Some(key)).await;
     let mut holder = db.pool.begin().await.unwrap();
@@ -375,7 +344,7 @@ async fn a_claim_does_not_wait_for_its_keys_lock() {
 #[tokio::test]
 async fn the_recount_script_repairs_a_wrong_count() {
     let db = TestDb::new().await;
-    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let (a, b) = (db.api_key("a").await, db.api_key("b").await);
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     for _ in 0..3 {
         submit(&inserter, Some(a)).await;
@@ -420,7 +389,7 @@ async fn the_recount_script_repairs_a_wrong_count() {
 #[tokio::test]
 async fn a_count_too_low_does_not_block_transitions() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "low").await;
+    let key = db.api_key("low").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let id = submit(&inserter, Some(key)).await;
     sqlx::query("UPDATE api_keys SET active_jobs = 0 WHERE id = $1")
@@ -431,7 +400,7 @@ async fn a_count_too_low_does_not_block_transitions() {
     let mut conn = db.pool.acquire().await.unwrap();
     let claims = transitions::claim_many(&mut conn, &[id]).await.unwrap();
     assert!(matches!(claims[0], Claim::Claimed { .. }));
-    let obj = object(id);
+    let obj = stored_object(id, 10);
     let done = transitions::complete_many(&mut conn, &[(id, &obj)])
         .await
         .unwrap();

@@ -213,30 +213,6 @@ async fn without_a_stage_no_outcome_is_reported() {
     assert!(committed.after.is_none());
 }
 
-/// A key row straight in Postgres (its cap travels with each submit, as the API sends it).
-async fn api_key(db: &TestDb, name: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    clipstash_db::keys::create_key(
-        &db.pool,
-        id,
-        &clipstash_db::keys::NewKey {
-            name,
-            // Unique, as the column requires: the key's own id, twice.
-            key_hash: &[*id.as_bytes(), *id.as_bytes()]
-                .concat()
-                .try_into()
-                .unwrap(),
-            prefix: "cs_test",
-            rate_per_minute: None,
-            max_active_jobs: None,
-            webhook_secret: &clipstash_db::keys::StoredWebhookSecret::Plain(vec![7; 32]),
-        },
-    )
-    .await
-    .unwrap();
-    id
-}
-
 /// Submits `n` jobs of `key` (cap `cap`) at once through `inserter`; returns, in submit
 /// order, whether each was written.
 async fn submit_capped(inserter: &JobInserter, key: Uuid, cap: i64, n: usize) -> Vec<bool> {
@@ -269,7 +245,7 @@ async fn jobs_of(db: &TestDb, key: Uuid) -> i64 {
 async fn a_batch_admits_each_keys_submits_up_to_its_cap_in_order() {
     let db = TestDb::new().await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let (a, b) = (db.api_key("a").await, db.api_key("b").await);
     // `a` already has one active job: two more fit under its cap of 3.
     assert_eq!(submit_capped(&inserter, a, 3, 1).await, [true]);
     let keyless: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
@@ -299,7 +275,7 @@ async fn a_batch_admits_each_keys_submits_up_to_its_cap_in_order() {
 #[tokio::test]
 async fn two_inserters_racing_on_one_key_never_overshoot_its_cap() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "raced").await;
+    let key = db.api_key("raced").await;
     let other = clipstash_db::connect(&db.url.clone().into(), 4)
         .await
         .unwrap();
@@ -326,7 +302,7 @@ async fn two_inserters_racing_on_one_key_never_overshoot_its_cap() {
 #[tokio::test]
 async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_meanwhile() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "held").await;
+    let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     // Another writer holds the key and fills its cap of 2, not yet committed.
     let mut holder = db.pool.begin().await.unwrap();
@@ -351,19 +327,8 @@ async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_mea
         async move { submit_capped(&inserter, key, 2, 1).await }
     });
     // Commit only once the batch is blocked on the key's row lock.
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 || submit.is_finished() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    db.until_a_session_waits_on_a_lock(|| submit.is_finished())
+        .await;
     holder.commit().await.unwrap();
     assert_eq!(submit.await.unwrap(), [false]);
     assert_eq!(jobs_of(&db, key).await, 2);
@@ -408,7 +373,7 @@ async fn submit_idempotent(
 #[tokio::test]
 async fn idempotent_submits_in_one_batch_make_one_job_per_key_and_caller() {
     let db = TestDb::new().await;
-    let (a, b) = (api_key(&db, "a").await, api_key(&db, "b").await);
+    let (a, b) = (db.api_key("a").await, db.api_key("b").await);
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let (one, two, other, of_b, keyless) = tokio::join!(
         submit_idempotent(&inserter, Some((a, 100)), "k", "s1"),
@@ -448,7 +413,7 @@ async fn idempotent_submits_in_one_batch_make_one_job_per_key_and_caller() {
 #[tokio::test]
 async fn a_replay_takes_no_place_under_the_cap() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "capped").await;
+    let key = db.api_key("capped").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let Got::Created(first) = submit_idempotent(&inserter, Some((key, 2)), "x", "s").await else {
         panic!("the first submit is written")
@@ -474,7 +439,7 @@ async fn a_replay_takes_no_place_under_the_cap() {
 #[tokio::test]
 async fn racing_inserters_make_one_job_per_idempotency_key() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "raced").await;
+    let key = db.api_key("raced").await;
     let other = clipstash_db::connect(&db.url.clone().into(), 4)
         .await
         .unwrap();
@@ -513,7 +478,7 @@ async fn racing_inserters_make_one_job_per_idempotency_key() {
 #[tokio::test]
 async fn a_key_twice_in_one_batch_takes_one_place_under_the_cap() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "twice").await;
+    let key = db.api_key("twice").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let (x, again, y) = tokio::join!(
         submit_idempotent(&inserter, Some((key, 2)), "x", "s"),
@@ -534,7 +499,7 @@ async fn a_key_twice_in_one_batch_takes_one_place_under_the_cap() {
 #[tokio::test]
 async fn a_key_written_while_the_batch_waited_is_a_replay_that_takes_no_place() {
     let db = TestDb::new().await;
-    let key = api_key(&db, "held").await;
+    let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
     let mut holder = db.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
@@ -562,19 +527,8 @@ async fn a_key_written_while_the_batch_waited_is_a_replay_that_takes_no_place() 
             )
         }
     });
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 || batch.is_finished() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    db.until_a_session_waits_on_a_lock(|| batch.is_finished())
+        .await;
     holder.commit().await.unwrap();
     let (x, y) = batch.await.unwrap();
     assert_eq!(x, Got::Replayed(held));
@@ -611,19 +565,8 @@ async fn a_batch_writes_its_keys_in_sorted_order_so_writers_of_the_same_keys_can
             )
         }
     });
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 || batch.is_finished() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    db.until_a_session_waits_on_a_lock(|| batch.is_finished())
+        .await;
     insert_keyed(y, "y")
         .execute(&mut *holder)
         .await

@@ -1,8 +1,8 @@
 //! The transitions' SQL against a real Postgres, a database per test.
 
 use clipstash_db::{Claim, jobs, transitions, usage};
-use clipstash_domain::{ErrorCode, JobStatus, StorageProvider, StoredObject, VideoSource};
-use clipstash_testkit::TestDb;
+use clipstash_domain::{ErrorCode, JobStatus, VideoSource};
+use clipstash_testkit::{TestDb, stored_object};
 use uuid::Uuid;
 
 async fn queued(db: &TestDb) -> Uuid {
@@ -11,16 +11,6 @@ async fn queued(db: &TestDb) -> Uuid {
         .await
         .unwrap();
     id
-}
-
-fn object(id: Uuid, size: i64) -> StoredObject {
-    StoredObject {
-        provider: StorageProvider::new("local"),
-        object_key: format!("downloads/{id}"),
-        size_bytes: size,
-        sha256: "00".repeat(32),
-        content_type: "video/mp4".into(),
-    }
 }
 
 #[tokio::test]
@@ -42,7 +32,7 @@ async fn completing_twice_counts_the_file_once() {
         (id, JobStatus::Running, 1)
     );
     assert_eq!(job.url, "https://a.example/v.mp4");
-    let first = transitions::complete(&mut conn, id, &object(id, 1000))
+    let first = transitions::complete(&mut conn, id, &stored_object(id, 1000))
         .await
         .unwrap()
         .expect("a running job succeeds");
@@ -55,7 +45,7 @@ async fn completing_twice_counts_the_file_once() {
     );
     // The same completion again (a second delivery that got this far): the file row's
     // primary key turns it into a no-op for usage.
-    let second = transitions::complete(&mut conn, id, &object(id, 1000))
+    let second = transitions::complete(&mut conn, id, &stored_object(id, 1000))
         .await
         .unwrap()
         .expect("succeeding again is idempotent");
@@ -107,7 +97,7 @@ async fn illegal_transitions_change_nothing() {
     let mut conn = db.pool.acquire().await.unwrap();
     // A queued job cannot succeed or resume.
     assert_eq!(
-        transitions::complete(&mut conn, id, &object(id, 5))
+        transitions::complete(&mut conn, id, &stored_object(id, 5))
             .await
             .unwrap(),
         None
@@ -168,7 +158,7 @@ async fn rebuilding_usage_puts_every_file_in_the_shard_completion_used() {
         let id = queued(&db).await;
         let mut conn = db.pool.acquire().await.unwrap();
         transitions::claim(&mut conn, id).await.unwrap();
-        transitions::complete(&mut conn, id, &object(id, size))
+        transitions::complete(&mut conn, id, &stored_object(id, size))
             .await
             .unwrap()
             .unwrap();
@@ -226,7 +216,7 @@ async fn a_running_job_cancelled_cannot_succeed_or_fail_and_gives_back_its_reser
     assert_eq!(reserved, 0, "the cancel gives the space back");
     // The worker's attempt ends late: neither its success nor its failure overwrites it.
     assert_eq!(
-        transitions::complete(&mut conn, id, &object(id, 5))
+        transitions::complete(&mut conn, id, &stored_object(id, 5))
             .await
             .unwrap(),
         None
@@ -286,7 +276,7 @@ async fn one_session_claims_and_completes_many_jobs_in_one_statement_each() {
     // The session holds a and b; the cancelled job's lock went at once; `other` holds busy.
     assert_eq!(advisory_locks(&db).await, 3);
 
-    let (oa, ob) = (object(a, 1000), object(b, 24));
+    let (oa, ob) = (stored_object(a, 1000), stored_object(b, 24));
     let done = transitions::complete_many(&mut session, &[(a, &oa), (cancelled, &oa), (b, &ob)])
         .await
         .unwrap();

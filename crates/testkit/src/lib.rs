@@ -65,6 +65,46 @@ impl TestDb {
         Self { name, url, pool }
     }
 
+    /// An API key's row straight in Postgres, with no limits of its own (a submit carries
+    /// its cap): for tests of what keys own and count.
+    pub async fn api_key(&self, name: &str) -> uuid::Uuid {
+        use clipstash_db::keys::{NewKey, StoredWebhookSecret, create_key};
+        let id = uuid::Uuid::now_v7();
+        // Unique, as the column requires: the key's own id, twice.
+        let hash: [u8; 32] = [*id.as_bytes(), *id.as_bytes()]
+            .concat()
+            .try_into()
+            .unwrap();
+        let key = NewKey {
+            name,
+            key_hash: &hash,
+            prefix: "cs_test",
+            rate_per_minute: None,
+            max_active_jobs: None,
+            webhook_secret: &StoredWebhookSecret::Plain(vec![7; 32]),
+        };
+        create_key(&self.pool, id, &key).await.unwrap();
+        id
+    }
+
+    /// Returns once a session of this database waits on a lock, or once `finished()` says
+    /// the work that was to block has ended without waiting.
+    pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if waiting > 0 || finished() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn args(&self) -> DatabaseArgs {
         DatabaseArgs {
             database_url: self.url.clone().into(),
@@ -104,6 +144,17 @@ fn url_with_db(url: &str, db: &str) -> String {
     match query {
         Some(q) => format!("{base}/{db}?{q}"),
         None => format!("{base}/{db}"),
+    }
+}
+
+/// A stored object of `size` bytes on the local provider, for completing a job in tests.
+pub fn stored_object(id: uuid::Uuid, size: i64) -> clipstash_domain::StoredObject {
+    clipstash_domain::StoredObject {
+        provider: clipstash_domain::StorageProvider::new("local"),
+        object_key: format!("downloads/{id}"),
+        size_bytes: size,
+        sha256: "00".repeat(32),
+        content_type: "video/mp4".into(),
     }
 }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use clipstash_db::{Claim, jobs, transitions};
-use clipstash_domain::{JobStatus, StorageProvider, StoredObject, VideoSource};
-use clipstash_testkit::{TestDb, wait_for};
+use clipstash_domain::{JobStatus, VideoSource};
+use clipstash_testkit::{TestDb, stored_object, wait_for};
 use clipstash_worker::job::LockSession;
 use clipstash_worker::job::session::SessionError;
 use uuid::Uuid;
@@ -16,16 +16,6 @@ async fn queued(db: &TestDb) -> Uuid {
         .await
         .unwrap();
     id
-}
-
-fn object(id: Uuid) -> StoredObject {
-    StoredObject {
-        provider: StorageProvider::new("local"),
-        object_key: format!("downloads/{id}"),
-        size_bytes: 10,
-        sha256: "00".repeat(32),
-        content_type: "video/mp4".into(),
-    }
 }
 
 /// Whether some session holds the job's lock, asked from a connection of the test's own.
@@ -91,7 +81,7 @@ async fn concurrent_completions_share_statements_and_release_their_locks() {
         async move {
             let (claim, lock) = session.claim(id).await.unwrap();
             assert!(matches!(claim, Claim::Claimed { .. }), "{claim:?}");
-            let usage = lock.unwrap().complete(object(id)).await.unwrap();
+            let usage = lock.unwrap().complete(stored_object(id, 10)).await.unwrap();
             usage.expect("a running job succeeds")
         }
     });
@@ -141,7 +131,7 @@ async fn a_lost_session_connection_fails_its_jobs_completions_and_frees_their_lo
     assert_eq!(killed, 1);
     wait_locked(&db, id, false).await;
     // The completion cannot pretend to hold the lock: it fails, and nothing is recorded.
-    let err = lock.complete(object(id)).await.unwrap_err();
+    let err = lock.complete(stored_object(id, 10)).await.unwrap_err();
     assert!(matches!(err, SessionError::Database(_)), "{err:?}");
     let job = jobs::get_job(&db.pool, id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Running);
@@ -155,5 +145,12 @@ async fn a_lost_session_connection_fails_its_jobs_completions_and_frees_their_lo
     assert!(locked(&db, id).await);
     // A later completion under the old generation would be refused with Lost; this one
     // belongs to the new generation and succeeds.
-    assert!(lock2.unwrap().complete(object(id)).await.unwrap().is_some());
+    assert!(
+        lock2
+            .unwrap()
+            .complete(stored_object(id, 10))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
