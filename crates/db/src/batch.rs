@@ -305,31 +305,31 @@ async fn jobs_of_keys(
         .iter()
         .filter_map(|p| p.idempotency.as_ref().map(|(k, _)| k.as_str()))
         .collect();
-    let found: Vec<KeyedJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // Two branches, each an index scan of `(api_key_id, idempotency_key)`: one join
-        // condition with an OR for the keyless case read the whole table.
-        "SELECT w.owner, w.key, j.request_sha256, {cols} \
-         FROM UNNEST($1::uuid[], $2::text[]) AS w(owner, key) \
-         CROSS JOIN LATERAL ( \
-           SELECT * FROM jobs WHERE api_key_id = w.owner AND idempotency_key = w.key \
-           UNION ALL \
-           SELECT * FROM jobs WHERE w.owner IS NULL AND api_key_id IS NULL \
-             AND idempotency_key = w.key) j",
-        cols = JOB_COLUMNS
-            .split(',')
-            .map(|c| format!("j.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
-    .bind(owners)
-    .bind(keys)
-    .fetch_all(pool)
-    .await?;
+    let found: Vec<KeyedJob> = sqlx::query_as(sqlx::AssertSqlSafe(JOBS_OF_KEYS.as_str()))
+        .bind(owners)
+        .bind(keys)
+        .fetch_all(pool)
+        .await?;
     Ok(found
         .into_iter()
         .map(|f| ((f.owner, f.key), (f.request_sha256, f.row)))
         .collect())
 }
+
+/// [`jobs_of_keys`]'s statement: two branches, each an index scan of `(api_key_id,
+/// idempotency_key)` (one join condition with an OR for the keyless case read the whole
+/// table).
+static JOBS_OF_KEYS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT w.owner, w.key, request_sha256, {JOB_COLUMNS} \
+         FROM UNNEST($1::uuid[], $2::text[]) AS w(owner, key) \
+         CROSS JOIN LATERAL ( \
+           SELECT * FROM jobs WHERE api_key_id = w.owner AND idempotency_key = w.key \
+           UNION ALL \
+           SELECT * FROM jobs WHERE w.owner IS NULL AND api_key_id IS NULL \
+             AND idempotency_key = w.key) j"
+    )
+});
 
 /// A job an `Idempotency-Key` names, found by [`jobs_of_keys`].
 #[derive(sqlx::FromRow)]
