@@ -1,8 +1,10 @@
 -- Recounts every API key's active jobs (api_keys.active_jobs, which a submit checks the key's
--- cap against) from the jobs themselves. The triggers on `jobs` keep the counts exact, so this
--- is only for a count changed by hand, or triggers disabled for a while. Safe while the
--- service runs, but job writes (submits, claims, completions) wait while it reads every key's
--- jobs: a moment on a small table, seconds on millions of retained jobs.
+-- cap against) from the jobs themselves. The submit statement and the triggers on `jobs` keep
+-- the counts exact, so this is only for a count changed by hand, triggers disabled for a
+-- while, jobs with a key inserted by hand, or after a rolling upgrade across migration
+-- 20261130000012 (see its header). Safe while the service runs, but job writes (submits,
+-- claims, completions) wait while it reads every key's jobs: a moment on a small table,
+-- seconds on millions of retained jobs.
 --
 --   psql "$DATABASE_URL" -f deploy/sql/recount-active-jobs.sql
 --

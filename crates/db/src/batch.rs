@@ -13,9 +13,10 @@
 //! Submits made with an API key carry the key's cap on active jobs
 //! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement: it
 //! locks each of its keys once (in one order, so concurrent batches cannot deadlock), reads
-//! the key's count of active jobs (`api_keys.active_jobs`, which triggers keep in step with
-//! every change to `jobs`), and admits that key's submits in submit order while the count
-//! stays within the cap. The others are answered [`AtCap`].
+//! the key's count of active jobs (`api_keys.active_jobs`), admits that key's submits in
+//! submit order while the count stays within the cap, and adds what it admitted to the
+//! count. The others are answered [`AtCap`]. Triggers on `jobs` keep the count in step with
+//! every other change (a job ending, a deletion).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -429,8 +430,10 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
 /// The batch `INSERT` with keyed submits. `k` locks the batch's keys in id order (as the
 /// triggers that keep `active_jobs` do, so nothing deadlocks) and reads each key's count of
 /// active jobs: a key another transaction holds is waited for, then read as that
-/// transaction committed it. The `INSERT`'s own trigger adds the admitted jobs to the counts
-/// before the locks go, at commit.
+/// transaction committed it. `counted` adds the jobs `inserted` wrote (all queued, so all
+/// active) to their keys' counts in the same statement, before the locks go at commit: this
+/// is the only statement that inserts jobs with a key, so no insert trigger does it
+/// (`migrations/20261130000012_submits_count_themselves.sql`).
 static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
 
 /// [`CAPPED_INSERT`] for a batch with `Idempotency-Key`s ($12, with each request's hash in
@@ -489,13 +492,21 @@ fn capped_insert(idempotent: bool) -> String {
            SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
            FROM b {idem_fresh} \
          ) \
-         INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
-           max_height, cookies_sealed, callback_url{idem_insert}) \
-         SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
-           r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
-         FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
-         WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
-         {insert_order} {on_conflict} \
-         RETURNING {JOB_COLUMNS}"
+         , inserted AS ( \
+           INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
+             max_height, cookies_sealed, callback_url{idem_insert}) \
+           SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
+             r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
+           FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
+           WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
+           {insert_order} {on_conflict} \
+           RETURNING {JOB_COLUMNS}, api_key_id \
+         ), counted AS ( \
+           UPDATE api_keys a SET active_jobs = a.active_jobs + n.n \
+           FROM (SELECT api_key_id, count(*) AS n FROM inserted \
+                 WHERE api_key_id IS NOT NULL GROUP BY api_key_id) n \
+           WHERE a.id = n.api_key_id \
+         ) \
+         SELECT {JOB_COLUMNS} FROM inserted"
     )
 }

@@ -1,6 +1,7 @@
 //! `api_keys.active_jobs`, each key's count of active jobs that a submit checks its cap
-//! against, kept by triggers on `jobs`: it must equal the count of the key's active jobs
-//! after every kind of change, from every code path, alone or concurrent.
+//! against, kept by the submit statement (for the jobs it inserts) and by triggers on `jobs`
+//! (for every other change): it must equal the count of the key's active jobs after every
+//! kind of change, from every code path, alone or concurrent.
 
 use std::path::Path;
 
@@ -75,9 +76,9 @@ async fn postgres_and_the_domain_agree_on_which_statuses_are_active() {
 }
 
 /// Every transition the product makes, and the raw changes an operator might, each
-/// checked: submits (batched and idempotent), claim, retry, resume, failure, success (two
-/// keys in one statement), cancel, retention, a job moved between keys, a deletion and a
-/// truncation.
+/// checked: submits (batched, two keys in one statement; at the cap; idempotent, and its
+/// replay), claim, retry, resume, failure, success (two keys in one statement), cancel,
+/// retention, a job moved between keys, a deletion and a truncation.
 #[tokio::test]
 async fn every_change_to_jobs_keeps_each_keys_count() {
     let db = TestDb::new().await;
@@ -85,16 +86,18 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     let keys = [a, b];
     let inserter = JobInserter::spawn(db.pool.clone(), 2);
 
-    let mut of_a = Vec::new();
-    let mut of_b = Vec::new();
-    for _ in 0..4 {
-        of_a.push(submit(&inserter, Some(a)).await);
-    }
-    for _ in 0..3 {
-        of_b.push(submit(&inserter, Some(b)).await);
-    }
-    submit(&inserter, None).await;
+    // Sent at once, so batches hold submits of both keys (and a keyless one).
+    let (of_a, of_b, _) = tokio::join!(
+        join_all((0..4).map(|_| submit(&inserter, Some(a)))),
+        join_all((0..3).map(|_| submit(&inserter, Some(b)))),
+        submit(&inserter, None),
+    );
+    let (mut of_a, of_b) = (of_a, of_b);
     assert_eq!(checked(&db, "batched submits", &keys).await, [4, 3]);
+    let job = NewJob::new(Uuid::now_v7(), "https://a.example/c.mp4", VideoSource::Direct);
+    let done = inserter.insert_capped(&job, b, 3).await.unwrap();
+    assert!(matches!(done, Err(AtCap)), "{done:?}");
+    assert_eq!(checked(&db, "a submit at the cap", &keys).await, [4, 3]);
 
     let id = Uuid::now_v7();
     let job = NewJob::new(id, "https://a.example/i.mp4", VideoSource::Direct);
@@ -109,6 +112,13 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     assert!(matches!(done, Written::Created(_)), "{done:?}");
     of_a.push(id);
     assert_eq!(checked(&db, "an idempotent submit", &keys).await, [5, 3]);
+    let again = NewJob::new(Uuid::now_v7(), "https://a.example/i.mp4", VideoSource::Direct);
+    let done = inserter
+        .insert_idempotent(&again, key, Some((a, 1_000)))
+        .await
+        .unwrap();
+    assert!(matches!(done, Written::Replayed(_)), "{done:?}");
+    assert_eq!(checked(&db, "its replay", &keys).await, [5, 3]);
 
     // Claim two of a's and one of b's in one statement: still active.
     let mut conn = db.pool.acquire().await.unwrap();

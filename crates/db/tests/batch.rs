@@ -304,7 +304,8 @@ async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_mea
     let db = TestDb::new().await;
     let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    // Another writer holds the key and fills its cap of 2, not yet committed.
+    // Another writer holds the key and fills its cap of 2, not yet committed: it inserts
+    // and counts, as a submit statement does.
     let mut holder = db.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
         .bind(key)
@@ -322,6 +323,11 @@ async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_mea
         .await
         .unwrap();
     }
+    sqlx::query("UPDATE api_keys SET active_jobs = active_jobs + 2 WHERE id = $1")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
     let submit = tokio::spawn({
         let inserter = inserter.clone();
         async move { submit_capped(&inserter, key, 2, 1).await }
@@ -518,6 +524,11 @@ async fn a_key_written_while_the_batch_waited_is_a_replay_that_takes_no_place() 
     .execute(&mut *holder)
     .await
     .unwrap();
+    sqlx::query("UPDATE api_keys SET active_jobs = active_jobs + 1 WHERE id = $1")
+        .bind(key)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
     let batch = tokio::spawn({
         let inserter = inserter.clone();
         async move {
