@@ -9,7 +9,9 @@ use clipstash_api::auth::AccessArgs;
 use clipstash_api::auth::keys::{generate_key, hash_key, new_webhook_secret};
 use clipstash_db::keys::{self, NewKey};
 use clipstash_testkit::procs::{Proc, wait_healthy};
-use clipstash_testkit::{TestDb, TestQueue, free_port, settings as test_settings, wait_for};
+use clipstash_testkit::{
+    OwnRedis, TestDb, TestQueue, free_port, settings as test_settings, wait_for,
+};
 use serde_json::{Value, json};
 
 type Api = test_settings::RunningApi;
@@ -326,6 +328,88 @@ async fn two_api_instances_sharing_redis_share_one_budget() {
             (429, Some("rate_limited"))
         );
     }
+}
+
+/// Concurrent requests share rate-limit script calls (`auth/limit.rs`), judged one after
+/// another: of 40 requests of one key at once with a budget of 10, exactly 10 pass, each told
+/// a different remaining count (9 down to 0), and another key's requests in the same burst
+/// all pass on a budget of their own.
+#[tokio::test]
+async fn a_burst_of_one_key_spends_its_budget_once_per_request() {
+    let (db, queue) = (TestDb::new().await, TestQueue::new());
+    let api = start(&db, &queue, test_settings::access()).await;
+    let n = 10;
+    let (k, other) = (
+        key(&db, "burst", Some(n), None).await,
+        key(&db, "other", Some(1_000), None).await,
+    );
+    let url = format!("{}/v1/storage", api.base);
+    let (k, other, url) = (&k, &other, &url);
+    let burst = (0..60).map(|i| async move {
+        let theirs = i % 3 == 2;
+        let key = if theirs { other } else { k };
+        (theirs, call("GET", url, Some(key), None).await)
+    });
+    let answers = futures_util::future::join_all(burst).await;
+    let (theirs, ours): (Vec<_>, Vec<_>) = answers.into_iter().partition(|(o, _)| *o);
+    assert!(theirs.iter().all(|(_, r)| r.status == 200));
+    let mut remaining: Vec<u32> = ours
+        .iter()
+        .filter(|(_, r)| r.status == 200)
+        .map(|(_, r)| {
+            let rl = &header_values(r, "ratelimit")[0];
+            let r = rl.split(";r=").nth(1).unwrap().split(';').next().unwrap();
+            r.parse().unwrap()
+        })
+        .collect();
+    remaining.sort();
+    assert_eq!(remaining, (0..n as u32).collect::<Vec<_>>());
+    for (_, r) in ours.iter().filter(|(_, r)| r.status != 200) {
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (429, Some("rate_limited"))
+        );
+    }
+}
+
+/// The rate limit fails open: with Redis stalled (SIGSTOP) a request passes once the check
+/// times out, and with Redis gone at once, both without rate headers; with Redis back,
+/// requests are counted again.
+#[tokio::test]
+async fn requests_pass_uncounted_while_redis_is_stalled_or_gone() {
+    let (db, queue, mut redis) = (
+        TestDb::new().await,
+        TestQueue::new(),
+        OwnRedis::start().await,
+    );
+    let (mut s, storage_dir) = settings(&db, &queue, test_settings::access());
+    s.common.redis.redis_url = redis.url().into();
+    let api = Api::start(s, storage_dir).await;
+    let k = key(&db, "open", Some(1_000), None).await;
+    let url = format!("{}/v1/storage", api.base);
+    let counted = |r: &Resp| !header_values(r, "ratelimit").is_empty();
+    let r = call("GET", &url, Some(&k), None).await;
+    assert!(r.status == 200 && counted(&r), "{:?}", r.headers);
+
+    redis.pause();
+    let stalled = futures_util::future::join_all((0..3).map(|_| call("GET", &url, Some(&k), None)));
+    let stalled = tokio::time::timeout(Duration::from_secs(10), stalled)
+        .await
+        .expect("a stalled Redis held requests past the check's timeout");
+    assert!(stalled.iter().all(|r| r.status == 200 && !counted(r)));
+    redis.resume();
+    let r = call("GET", &url, Some(&k), None).await;
+    assert!(r.status == 200 && counted(&r), "{:?}", r.headers);
+
+    redis.kill();
+    let r = call("GET", &url, Some(&k), None).await;
+    assert!(r.status == 200 && !counted(&r), "{:?}", r.headers);
+    redis.restart().await;
+    wait_for("counted again", Duration::from_secs(10), || async {
+        let r = call("GET", &url, Some(&k), None).await;
+        (r.status == 200 && counted(&r)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -111,9 +111,9 @@ impl JobInserter {
     }
 
     fn start(pool: PgPool, in_flight: usize, after: Option<AfterCommit>) -> Self {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * in_flight.max(1));
-        let slots = Arc::new(Semaphore::new(in_flight.max(1)));
-        tokio::spawn(run(pool, rx, slots, after));
+        let in_flight = in_flight.max(1);
+        let (tx, rx) = mpsc::channel(MAX_BATCH * in_flight);
+        tokio::spawn(run(pool, rx, in_flight, after));
         Self { tx }
     }
 
@@ -189,32 +189,52 @@ fn unexpected(w: Written) -> Arc<sqlx::Error> {
 
 async fn run(
     pool: PgPool,
-    mut rx: mpsc::Receiver<Pending>,
-    slots: Arc<Semaphore>,
+    rx: mpsc::Receiver<Pending>,
+    in_flight: usize,
     after: Option<AfterCommit>,
 ) {
     // Open the connections batches are written on before the first burst needs them: a
     // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
-    let warm =
-        futures_util::future::join_all((0..slots.available_permits()).map(|_| pool.acquire()))
-            .await;
+    let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
     drop(warm);
+    run_batches(rx, in_flight, MAX_BATCH, move |batch| {
+        let (pool, after) = (pool.clone(), after.clone());
+        async move { write(&pool, batch, &after).await }
+    })
+    .await;
+}
+
+/// Runs `write` on batches taken from `rx` until it closes: each batch is whatever queued up
+/// while the earlier ones were being written (at most `max`), and at most `in_flight` are
+/// written at once. Nothing waits to fill a batch. The API's rate limiter batches its
+/// checks with it too.
+pub async fn run_batches<T, F, Fut>(
+    mut rx: mpsc::Receiver<T>,
+    in_flight: usize,
+    max: usize,
+    write: F,
+) where
+    T: Send + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(in_flight.max(1)));
     while let Some(first) = rx.recv().await {
-        // Wait for a free slot before taking the batch: while every slot is busy, submits
-        // keep queueing and the next batch grows.
+        // Wait for a free slot before taking the batch: while every slot is busy, items keep
+        // queueing and the next batch grows.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < max {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(item) => batch.push(item),
                 Err(_) => break,
             }
         }
-        let (pool, after) = (pool.clone(), after.clone());
+        let written = write(batch);
         tokio::spawn(async move {
-            write(&pool, batch, &after).await;
+            written.await;
             drop(slot);
         });
     }

@@ -94,7 +94,11 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     );
     let (mut of_a, of_b) = (of_a, of_b);
     assert_eq!(checked(&db, "batched submits", &keys).await, [4, 3]);
-    let job = NewJob::new(Uuid::now_v7(), "https://a.example/c.mp4", VideoSource::Direct);
+    let job = NewJob::new(
+        Uuid::now_v7(),
+        "https://a.example/c.mp4",
+        VideoSource::Direct,
+    );
     let done = inserter.insert_capped(&job, b, 3).await.unwrap();
     assert!(matches!(done, Err(AtCap)), "{done:?}");
     assert_eq!(checked(&db, "a submit at the cap", &keys).await, [4, 3]);
@@ -112,7 +116,11 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
     assert!(matches!(done, Written::Created(_)), "{done:?}");
     of_a.push(id);
     assert_eq!(checked(&db, "an idempotent submit", &keys).await, [5, 3]);
-    let again = NewJob::new(Uuid::now_v7(), "https://a.example/i.mp4", VideoSource::Direct);
+    let again = NewJob::new(
+        Uuid::now_v7(),
+        "https://a.example/i.mp4",
+        VideoSource::Direct,
+    );
     let done = inserter
         .insert_idempotent(&again, key, Some((a, 1_000)))
         .await
