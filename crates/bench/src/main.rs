@@ -65,7 +65,7 @@ struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     keys: u32,
     /// Send every submit with its own `Idempotency-Key`, as a client that retries safely
-    /// does: such submits are written one transaction each, not batched.
+    /// does (batched like the others; a replay is looked up after the batch).
     #[arg(long)]
     idempotency: bool,
     /// Rounds of the large-file phase: `curl -o` and the job alternate, and their medians
@@ -76,6 +76,10 @@ struct Args {
     /// handler behind the HTTP metrics middleware, alternating, best of 3 each).
     #[arg(long, default_value_t = 20_000)]
     middleware_requests: usize,
+    /// Only the enqueue phase and its `/healthz` baseline, then stop: ~5 s a run, so an A/B
+    /// of the submit path can alternate builds many times (docs/BENCHMARKS.md).
+    #[arg(long)]
+    enqueue_only: bool,
     /// Folder the local storage provider writes under (a fresh subfolder per run; default:
     /// the system temp folder). Pointing it at a tmpfs such as /dev/shm takes the
     /// filesystem's cost out of the small-job figure (docs/BENCHMARKS.md).
@@ -98,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("cs-bench-{}", std::process::id()));
-    let env = vec![
+    let mut env = vec![
         ("DATABASE_URL", db.url.clone()),
         ("REDIS_URL", clipstash_testkit::redis_url()),
         ("CLIPSTASH_QUEUE", queue.name.clone()),
@@ -107,6 +111,8 @@ async fn main() -> anyhow::Result<()> {
         ("CLIPSTASH_POLL_INTERVAL", "20ms".to_string()),
         ("RUST_LOG", "warn".to_string()),
     ];
+    let passed = passed_through(&env);
+    env.extend(passed.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let api_port = free_port();
     let mut api_env = env.clone();
     api_env.push(("CLIPSTASH_LISTEN", format!("127.0.0.1:{api_port}")));
@@ -223,6 +229,11 @@ async fn main() -> anyhow::Result<()> {
         submit_us / (healthz_api + healthz_me),
         (healthz_api + healthz_me) / submit_us
     );
+    if args.enqueue_only {
+        drop(api);
+        let _ = std::fs::remove_dir_all(storage);
+        return Ok(());
+    }
 
     // 2. Small jobs end to end: the queue drained by the workers. CPU is charged per job
     // to each server-side process group (Postgres: this database's backends only).
@@ -515,6 +526,18 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The settings of this process's environment that reach the API and the workers too:
+/// `CLIPSTASH_*` and `TOKIO_WORKER_THREADS`, to try a setting without a new flag
+/// (`CLIPSTASH_HTTP_WORKERS=1 just bench`). The bench's own (`set`: its database, queue and
+/// storage folder) win.
+fn passed_through(set: &[(&str, String)]) -> Vec<(String, String)> {
+    let the_bench_s = ["CLIPSTASH_LISTEN", "CLIPSTASH_AUTH", "CLIPSTASH_METRICS_LISTEN"];
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("CLIPSTASH_") || k == "TOKIO_WORKER_THREADS")
+        .filter(|(k, _)| !set.iter().any(|(s, _)| s == k) && !the_bench_s.contains(&k.as_str()))
+        .collect()
 }
 
 /// `n` API keys without limits that matter here (100,000 requests a minute and active
