@@ -533,7 +533,11 @@ async fn main() -> anyhow::Result<()> {
 /// (`CLIPSTASH_HTTP_WORKERS=1 just bench`). The bench's own (`set`: its database, queue and
 /// storage folder) win.
 fn passed_through(set: &[(&str, String)]) -> Vec<(String, String)> {
-    let the_bench_s = ["CLIPSTASH_LISTEN", "CLIPSTASH_AUTH", "CLIPSTASH_METRICS_LISTEN"];
+    let the_bench_s = [
+        "CLIPSTASH_LISTEN",
+        "CLIPSTASH_AUTH",
+        "CLIPSTASH_METRICS_LISTEN",
+    ];
     std::env::vars()
         .filter(|(k, _)| k.starts_with("CLIPSTASH_") || k == "TOKIO_WORKER_THREADS")
         .filter(|(k, _)| !set.iter().any(|(s, _)| s == k) && !the_bench_s.contains(&k.as_str()))

@@ -136,28 +136,28 @@ pub async fn insert_job(
     url: &str,
     source: VideoSource,
 ) -> Result<JobRow, sqlx::Error> {
-    insert(pool, &NewJob::new(id, url, source), None).await
+    insert(pool, &NewJob::new(id, url, source)).await
 }
 
 /// Inserts a new queued job with the submit's options and returns it.
 pub async fn insert_new_job(pool: &PgPool, job: &NewJob<'_>) -> Result<JobRow, sqlx::Error> {
-    insert(pool, job, None).await
+    insert(pool, job).await
 }
 
+/// A job without an API key: one with a key is inserted only by the batch statement, which
+/// checks the key's cap and adds the job to its count (`crate::batch`).
 async fn insert<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     job: &NewJob<'_>,
-    api_key_id: Option<Uuid>,
 ) -> Result<JobRow, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, max_height, \
-         cookies_sealed, callback_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {JOB_COLUMNS}"
+        "INSERT INTO jobs (id, url, source, status, requested_source, format, max_height, \
+         cookies_sealed, callback_url) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {JOB_COLUMNS}"
     )))
     .bind(job.id)
     .bind(job.url)
     .bind(job.source)
     .bind(JobStatus::Queued)
-    .bind(api_key_id)
     .bind(job.requested)
     .bind(job.format)
     .bind(job.max_height)

@@ -402,6 +402,40 @@ async fn the_recount_script_repairs_a_wrong_count() {
     assert_eq!(checked(&db, "the recount", &[a, b]).await, [3, 1]);
 }
 
+/// The recount waits for a submit that holds its key (it locks every key first, in the
+/// submits' order), then counts what that submit committed: the count it leaves is exact.
+/// (Counting first, it would write a count that misses the submit's job.)
+#[tokio::test]
+async fn the_recount_waits_for_a_submit_holding_its_key() {
+    let db = TestDb::new().await;
+    let key = db.api_key("held").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    submit(&inserter, Some(key)).await;
+    // The count is wrong (changed by hand), so the recount has to write it.
+    sqlx::query("UPDATE api_keys SET active_jobs = 99 WHERE id = $1")
+        .bind(key)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (holder, _) = db.submit_in_progress(key, 1, None).await;
+    let script = include_str!("../../../deploy/sql/recount-active-jobs.sql");
+    let recount = tokio::spawn({
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+    });
+    db.until_a_session_waits_on_a_lock(|| recount.is_finished())
+        .await;
+    holder.commit().await.unwrap();
+    recount.await.unwrap();
+    assert_eq!(checked(&db, "a recount during a submit", &[key]).await, [2]);
+}
+
 /// A count lowered by hand does not make the key's next transitions fail: the triggers keep
 /// it at 0 at least (the recount script puts the real value back).
 #[tokio::test]

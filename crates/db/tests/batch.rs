@@ -295,6 +295,35 @@ async fn two_inserters_racing_on_one_key_never_overshoot_its_cap() {
     let (first, second) = tokio::join!(written(one), written(two));
     assert_eq!(first + second, 17, "written {first} + {second}");
     assert_eq!(jobs_of(&db, key).await, 17);
+    assert_eq!(count_of(&db, key).await, 17);
+}
+
+/// The key's kept count of active jobs (`api_keys.active_jobs`).
+async fn count_of(db: &TestDb, key: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT active_jobs FROM api_keys WHERE id = $1")
+        .bind(key)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// A batch that waited for its key adds what it wrote to the count the other writer
+/// committed meanwhile, not to the one it would have read before the wait.
+#[tokio::test]
+async fn a_batch_that_waited_for_its_key_adds_to_the_count_committed_meanwhile() {
+    let db = TestDb::new().await;
+    let key = db.api_key("held").await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    let (holder, _) = db.submit_in_progress(key, 1, None).await;
+    let submit = tokio::spawn({
+        let inserter = inserter.clone();
+        async move { submit_capped(&inserter, key, 3, 1).await }
+    });
+    db.until_a_session_waits_on_a_lock(|| submit.is_finished())
+        .await;
+    holder.commit().await.unwrap();
+    assert_eq!(submit.await.unwrap(), [true]);
+    assert_eq!((jobs_of(&db, key).await, count_of(&db, key).await), (2, 2));
 }
 
 /// A batch that meets a key another transaction holds waits for it, then counts what that
@@ -304,30 +333,8 @@ async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_mea
     let db = TestDb::new().await;
     let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    // Another writer holds the key and fills its cap of 2, not yet committed: it inserts
-    // and counts, as a submit statement does.
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
-        .bind(key)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        sqlx::query(
-            "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source) \
-             VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', $2, 'auto')",
-        )
-        .bind(Uuid::now_v7())
-        .bind(key)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    }
-    sqlx::query("UPDATE api_keys SET active_jobs = active_jobs + 2 WHERE id = $1")
-        .bind(key)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    // Another writer holds the key and fills its cap of 2, not yet committed.
+    let (holder, _) = db.submit_in_progress(key, 2, None).await;
     let submit = tokio::spawn({
         let inserter = inserter.clone();
         async move { submit_capped(&inserter, key, 2, 1).await }
@@ -507,28 +514,8 @@ async fn a_key_written_while_the_batch_waited_is_a_replay_that_takes_no_place() 
     let db = TestDb::new().await;
     let key = db.api_key("held").await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE")
-        .bind(key)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let held = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, \
-         idempotency_key, request_sha256) \
-         VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', $2, 'auto', 'x', 's')",
-    )
-    .bind(held)
-    .bind(key)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE api_keys SET active_jobs = active_jobs + 1 WHERE id = $1")
-        .bind(key)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
+    let (holder, held) = db.submit_in_progress(key, 1, Some("x")).await;
+    let held = held[0];
     let batch = tokio::spawn({
         let inserter = inserter.clone();
         async move {

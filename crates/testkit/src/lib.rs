@@ -87,6 +87,49 @@ impl TestDb {
         id
     }
 
+    /// Another writer in the middle of a submit of `n` queued jobs of `key`, as the batch
+    /// statement makes them: the key's row locked, the jobs inserted (the first under
+    /// `idempotency_key`, with request hash `s`, if given) and counted, not committed. Commit
+    /// or roll back the transaction; the jobs' ids come with it.
+    pub async fn submit_in_progress(
+        &self,
+        key: uuid::Uuid,
+        n: i64,
+        idempotency_key: Option<&str>,
+    ) -> (sqlx::Transaction<'static, sqlx::Postgres>, Vec<uuid::Uuid>) {
+        let mut tx = self.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = uuid::Uuid::now_v7();
+            let idempotency_key = idempotency_key.filter(|_| i == 0);
+            sqlx::query(
+                "INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, \
+                 idempotency_key, request_sha256) \
+                 VALUES ($1, 'https://a.example/h.mp4', 'direct', 'queued', $2, 'auto', $3, \
+                 CASE WHEN $3 IS NULL THEN NULL ELSE 's' END)",
+            )
+            .bind(id)
+            .bind(key)
+            .bind(idempotency_key)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        sqlx::query("UPDATE api_keys SET active_jobs = active_jobs + $2 WHERE id = $1")
+            .bind(key)
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        (tx, ids)
+    }
+
     /// Returns once a session of this database waits on a lock, or once `finished()` says
     /// the work that was to block has ended without waiting.
     pub async fn until_a_session_waits_on_a_lock(&self, finished: impl Fn() -> bool) {

@@ -128,9 +128,14 @@ impl RateLimiter {
     }
 }
 
-/// One script call for `batch`; each check gets its [`Decision`], or nothing if the call
-/// failed.
-async fn judge(conn: &mut ConnectionManager, prefix: &str, batch: Vec<Check>) {
+/// One script call for `batch`; each check gets its [`Decision`], or nothing (let through)
+/// if the call failed or its key could not be judged. Checks whose request stopped waiting
+/// (timed out) are left out, so they spend no budget.
+async fn judge(conn: &mut ConnectionManager, prefix: &str, mut batch: Vec<Check>) {
+    batch.retain(|c| !c.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
     let mut invocation = GCRA.prepare_invoke();
     invocation.arg(WINDOW.as_millis() as u64);
     for c in &batch {
@@ -138,9 +143,11 @@ async fn judge(conn: &mut ConnectionManager, prefix: &str, batch: Vec<Check>) {
             .key(format!("{prefix}:ratelimit:{}", c.key))
             .arg(c.per_minute);
     }
-    let answers = match invocation.invoke_async::<Vec<u64>>(conn).await {
-        Ok(a) if a.len() == 4 * batch.len() => a,
-        Ok(a) => {
+    // Bounded like a request's wait, so a stalled Redis holds a call slot no longer.
+    let call = invocation.invoke_async::<Vec<u64>>(conn);
+    let answers = match tokio::time::timeout(CHECK_TIMEOUT, call).await {
+        Ok(Ok(a)) if a.len() == 4 * batch.len() => a,
+        Ok(Ok(a)) => {
             tracing::warn!(
                 requests = batch.len(),
                 values = a.len(),
@@ -148,12 +155,18 @@ async fn judge(conn: &mut ConnectionManager, prefix: &str, batch: Vec<Check>) {
             );
             return;
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, requests = batch.len(), "rate limit check failed; requests let through");
             return;
         }
+        // `check` has logged each request's timeout.
+        Err(_) => return,
     };
     for (c, a) in batch.into_iter().zip(answers.chunks_exact(4)) {
+        if a[0] > 1 {
+            tracing::warn!(key_id = %c.key, "rate limit state unreadable or unwritable in Redis; request let through");
+            continue;
+        }
         let _ = c.reply.send(Decision {
             allowed: a[0] == 1,
             limit: c.per_minute,
