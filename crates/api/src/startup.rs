@@ -68,6 +68,7 @@ impl Application {
             .connect(1)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
+        clipstash_db::check_schema(&pool).await?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
         let access = &settings.access;

@@ -64,3 +64,29 @@ pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool,
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
+
+/// Refuses a database that lacks a migration this build has: `serve` and `run` do not
+/// migrate, and this build's statements count on its schema (since migration 12, a submit
+/// on the schema before it would count its jobs twice). A database ahead of the build (the
+/// next version migrated, this one not yet stopped) is accepted: that is a rolling upgrade.
+pub async fn check_schema(pool: &PgPool) -> anyhow::Result<()> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("reading the applied migrations ({e}): run `migrate` first")
+            })?;
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "the database lacks {} migration(s) this build needs ({}): run `clipstash-api migrate` (or `clipstash-worker migrate`) first",
+        missing.len(),
+        missing.join(", ")
+    );
+    Ok(())
+}

@@ -3,8 +3,6 @@
 //! (for every other change): it must equal the count of the key's active jobs after every
 //! kind of change, from every code path, alone or concurrent.
 
-use std::path::Path;
-
 use clipstash_db::batch::{AtCap, JobInserter, Written};
 use clipstash_db::jobs::{self, IdempotencyKey, NewJob, active_statuses};
 use clipstash_db::{Claim, DeleteOutcome, Owner, transitions};
@@ -273,25 +271,8 @@ async fn concurrent_completions_and_submits_keep_exact_counts() {
 /// The migration that adds the counts takes them from the jobs already there.
 #[tokio::test]
 async fn the_migration_counts_the_jobs_already_there() {
-    let db = TestDb::empty().await;
-    // Every migration before the one that adds the counts, from a copy of the folder.
-    let dir = std::env::temp_dir().join(format!("cs-migrations-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    for entry in std::fs::read_dir(&all).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "20261130000011" {
-            std::fs::copy(&path, dir.join(&name)).unwrap();
-        }
-    }
-    sqlx::migrate::Migrator::new(dir.as_path())
-        .await
-        .unwrap()
-        .run(&db.pool)
-        .await
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    // Every migration before the one that adds the counts.
+    let db = TestDb::migrated_before("20261130000011").await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     for (key, name) in [(a, "a"), (b, "b")] {
         sqlx::query(

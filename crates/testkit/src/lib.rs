@@ -65,6 +65,32 @@ impl TestDb {
         Self { name, url, pool }
     }
 
+    /// A database with every migration whose file name sorts before `first_left_out` (e.g.
+    /// `"20261130000011"`), from a copy of the folder: for tests of a migration, or of the
+    /// binaries against a schema behind them.
+    pub async fn migrated_before(first_left_out: &str) -> Self {
+        let db = Self::empty().await;
+        let dir =
+            std::env::temp_dir().join(format!("cs-migrations-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < first_left_out {
+                std::fs::copy(&path, dir.join(&name)).unwrap();
+            }
+        }
+        sqlx::migrate::Migrator::new(dir.as_path())
+            .await
+            .unwrap()
+            .run(&db.pool)
+            .await
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        db
+    }
+
     /// An API key's row straight in Postgres, with no limits of its own (a submit carries
     /// its cap): for tests of what keys own and count.
     pub async fn api_key(&self, name: &str) -> uuid::Uuid {

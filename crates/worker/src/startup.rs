@@ -51,6 +51,7 @@ impl Worker {
             .connect(settings.concurrency + 4)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
+        clipstash_db::check_schema(&pool).await?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
         let egress = EgressPolicy::new(&common.network);
