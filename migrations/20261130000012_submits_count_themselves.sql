@@ -9,8 +9,9 @@
 -- which only the submit statement checks. deploy/sql/recount-active-jobs.sql repairs counts.
 --
 -- Rolling upgrade: an API of the previous version still running after this migration
--- inserts without counting, and this version's API against the previous schema counts twice.
--- Run the recount script once the last API of the previous version has stopped.
+-- inserts without counting (this version's API refuses to start on the previous schema, where
+-- it would count twice). Run the recount script once the last API of the previous version
+-- has stopped (docs/CONFIGURATION.md).
 
 -- Taken in this order for the reason given in 20261130000011_key_active_jobs.sql.
 LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;
