@@ -156,6 +156,25 @@ bench *ARGS: services
     cargo build --release --workspace --bins
     {{CARGO_TARGET_DIR}}/release/clipstash-bench {{ARGS}}
 
+# A/B of the submit path: two builds' enqueue phase alternated ROUNDS times, medians printed. A and B are folders, each holding one build's clipstash-{api,worker,bench} (docs/BENCHMARKS.md)
+bench-ab A B ROUNDS="10" *FLAGS="--keys 32": services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    runs=$(mktemp); trap 'rm -f "$runs"' EXIT
+    for _ in $(seq 1 {{ROUNDS}}); do for build in {{A}} {{B}}; do
+      out=$("$build/clipstash-bench" --enqueue-only {{FLAGS}} 2>&1) || { echo "$out" >&2; exit 1; }
+      rate=$(awk '/^enqueue:/ {print $5}' <<<"$out")
+      p99=$(awk '/^enqueue:/ {print $7}' <<<"$out")
+      cpu=$(sed -n 's/.*CPU per submit: \([0-9]*\) µs.*/\1/p' <<<"$out")
+      [ -n "$rate" ] && [ -n "$cpu" ] || { echo "no enqueue figures from $build:" >&2; echo "$out" >&2; exit 1; }
+      echo "$build $rate $p99 $cpu" | tee -a "$runs"
+    done; done
+    median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+    for build in {{A}} {{B}}; do
+      col() { awk -v b="$build" -v c="$1" '$1 == b { print $c }' "$runs" | median; }
+      echo "$build: median submits/s $(col 2), p99 $(col 3) ms, CPU per submit $(col 4) µs ({{ROUNDS}} runs)"
+    done
+
 # What Postgres alone does for the small-job path: pgbench of the claim and completion statements, one job at a time and batched (docs/BENCHMARKS.md)
 bench-postgres: services
     crates/bench/pgbench/run.sh
