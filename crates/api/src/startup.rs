@@ -44,6 +44,9 @@ pub struct AppState {
 }
 
 /// A bound, not yet running API.
+/// Submit batches written at once (see where the inserter starts in [`Application::build`]).
+const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
+
 pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
@@ -127,11 +130,18 @@ impl Application {
             cache_conn,
             &common.redis.queue,
         );
-        // A quarter of the pool writes batches; the rest serves everything else. Each
-        // committed batch is enqueued in one round trip before its submits are answered.
+        // Two batches in flight (at most half the pool); the rest of the pool serves
+        // everything else. Fewer batches at once are larger ones, and a submit's cost is
+        // mostly per batch: against four (a quarter of the default pool), two wrote keyed
+        // submits 12-16% faster, keyless ones 10%, and one was faster still except for
+        // keyed batches with Idempotency-Keys, which take four round trips each
+        // (docs/BENCHMARKS.md, "Fewer batches in flight"). Each committed batch is enqueued
+        // in one round trip before its submits are answered.
         let inserter = JobInserter::spawn_then(
             pool.clone(),
-            (common.database.db_max_connections as usize / 4).max(1),
+            SUBMIT_BATCHES_IN_FLIGHT
+                .min(common.database.db_max_connections as usize / 2)
+                .max(1),
             routes::downloads::enqueue_committed(queue.clone()),
         );
         let state = web::Data::new(AppState {
