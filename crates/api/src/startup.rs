@@ -43,10 +43,10 @@ pub struct AppState {
     pub video_info: routes::videos::VideoInfoService,
 }
 
-/// A bound, not yet running API.
 /// Submit batches written at once (see where the inserter starts in [`Application::build`]).
 const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
 
+/// A bound, not yet running API.
 pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
