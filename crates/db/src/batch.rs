@@ -119,7 +119,7 @@ impl JobInserter {
 
     /// Inserts a new queued job (no API key) and returns its row once committed.
     pub async fn insert(&self, job: &NewJob<'_>) -> Inserted {
-        match self.send(job, None, None).await? {
+        match self.submit(job, None, None).await? {
             Written::Created(c) => Ok(c),
             // Only a submit with a key has a cap, only one with an Idempotency-Key a replay.
             other => Err(unexpected(other)),
@@ -134,7 +134,10 @@ impl JobInserter {
         api_key_id: Uuid,
         max_active: i64,
     ) -> InsertedCapped {
-        match self.send(job, Some((api_key_id, max_active)), None).await? {
+        match self
+            .submit(job, Some((api_key_id, max_active)), None)
+            .await?
+        {
             Written::Created(c) => Ok(Ok(c)),
             Written::AtCap => Ok(Err(AtCap)),
             other => Err(unexpected(other)),
@@ -150,16 +153,19 @@ impl JobInserter {
         key: IdempotencyKey<'_>,
         owner: Option<(Uuid, i64)>,
     ) -> Outcome {
-        let idempotency = (key.key.to_owned(), key.request_sha256.to_owned());
-        self.send(job, owner, Some(idempotency)).await
+        self.submit(job, owner, Some(key)).await
     }
 
-    async fn send(
+    /// Any submit: with an API key and its cap (`owner`) or not, with an `Idempotency-Key`
+    /// or not. [`insert`](Self::insert), [`insert_capped`](Self::insert_capped) and
+    /// [`insert_idempotent`](Self::insert_idempotent) are its narrower forms.
+    pub async fn submit(
         &self,
         job: &NewJob<'_>,
         owner: Option<(Uuid, i64)>,
-        idempotency: Option<(String, String)>,
+        key: Option<IdempotencyKey<'_>>,
     ) -> Outcome {
+        let idempotency = key.map(|k| (k.key.to_owned(), k.request_sha256.to_owned()));
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             id: job.id,
@@ -468,36 +474,27 @@ static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
 static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(true));
 
 fn capped_insert(idempotent: bool) -> String {
-    let (
-        idem_in,
-        idem_cols,
-        idem_nth,
-        idem_fresh,
-        idem_insert,
-        idem_values,
-        insert_order,
-        on_conflict,
-    ) = if idempotent {
-        (
-            ", $12::text[], $13::text[]",
-            ", idempotency_key, request_sha256",
-            ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
-            // Only the first submit of each key in the batch, and only if no job has it yet.
-            "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
+    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_values, insert_order, on_conflict) =
+        if idempotent {
+            (
+                ", $12::text[], $13::text[]",
+                ", idempotency_key, request_sha256",
+                ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
+                // Only the first submit of each key in the batch, and only if no job has it yet.
+                "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.api_key_id = b.api_key_id \
                                AND j.idempotency_key = b.idempotency_key) \
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE b.api_key_id IS NULL \
                                AND j.api_key_id IS NULL AND j.idempotency_key = b.idempotency_key))",
-            ", idempotency_key, request_sha256",
-            ", r.idempotency_key, r.request_sha256",
-            // Every batch inserts its keys in one order: two batches waiting on each
-            // other's uncommitted keys ([X, Y] and [Y, X], no API key to lock) deadlocked.
-            "ORDER BY r.api_key_id, r.idempotency_key",
-            "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
-    } else {
-        ("", "", "", "", "", "", "", "")
-    };
+                ", r.idempotency_key, r.request_sha256",
+                // Every batch inserts its keys in one order: two batches waiting on each
+                // other's uncommitted keys ([X, Y] and [Y, X], no API key to lock) deadlocked.
+                "ORDER BY r.api_key_id, r.idempotency_key",
+                "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+            )
+        } else {
+            ("", "", "", "", "", "", "")
+        };
     format!(
         "WITH b AS ( \
            SELECT u.*{idem_nth} FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
@@ -511,10 +508,9 @@ fn capped_insert(idempotent: bool) -> String {
          ), ranked AS ( \
            SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
            FROM b {idem_fresh} \
-         ) \
-         , inserted AS ( \
+         ), inserted AS ( \
            INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
-             max_height, cookies_sealed, callback_url{idem_insert}) \
+             max_height, cookies_sealed, callback_url{idem_cols}) \
            SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
              r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
            FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
-use clipstash_db::batch::{AfterCommit, AtCap, Written};
+use clipstash_db::batch::{AfterCommit, Written};
 use clipstash_db::jobs::{IdempotencyKey, NewJob};
 use clipstash_db::usage::storage_usage;
 use clipstash_db::{DeleteOutcome, JobRow, jobs, transitions};
@@ -387,74 +387,46 @@ pub async fn create_download(
         Caller::Anonymous => None,
         Caller::Key(key) => Some((key.id, key.max_active_jobs)),
     };
-    // Every submit is batched, and comes back enqueued (or with the push's error) when its
-    // batch has an after-commit stage (the API's always has).
-    let (job, enqueued) = match (&idempotency, owner) {
-        (None, owner) => {
-            let committed = match owner {
-                None => state
-                    .inserter
-                    .insert(&new_job)
-                    .await
-                    .map_err(ApiError::database)?,
-                Some((key_id, cap)) => state
-                    .inserter
-                    .insert_capped(&new_job, key_id, cap.into())
-                    .await
-                    .map_err(ApiError::database)?
-                    .map_err(|AtCap| too_many_active(cap))?,
+    let cap = owner.map_or(0, |(_, cap)| cap);
+    let hash = idempotency.as_ref().map(|_| request_sha256(&url, &new_job));
+    let key = idempotency
+        .as_deref()
+        .zip(hash.as_deref())
+        .map(|(key, hash)| IdempotencyKey {
+            key,
+            request_sha256: hash,
+        });
+    let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
+    // Every submit is batched; a new job comes back with its batch's enqueue done (or its
+    // error): the API's inserter always has that after-commit stage.
+    let (job, enqueued) = match state
+        .inserter
+        .submit(&new_job, owner, key)
+        .await
+        .map_err(ApiError::database)?
+    {
+        Written::Created(committed) => {
+            let enqueued = match committed.after {
+                Some(pushed) => pushed.map_err(|e| anyhow::anyhow!("{e:#}")),
+                None => Err(anyhow::anyhow!("the inserter has no enqueue stage")),
             };
-            (
-                committed.row,
-                committed
-                    .after
-                    .map(|pushed| pushed.map_err(|e| anyhow::anyhow!("{e:#}"))),
-            )
+            (committed.row, enqueued)
         }
-        (Some(key), owner) => {
-            let hash = request_sha256(&url, &new_job);
-            let key = IdempotencyKey {
-                key,
-                request_sha256: &hash,
-            };
-            let cap = owner.map_or(0, |(_, cap)| cap);
-            let owner = owner.map(|(id, cap)| (id, i64::from(cap)));
-            match state
-                .inserter
-                .insert_idempotent(&new_job, key, owner)
-                .await
-                .map_err(ApiError::database)?
-            {
-                Written::Created(committed) => (
-                    committed.row,
-                    committed
-                        .after
-                        .map(|pushed| pushed.map_err(|e| anyhow::anyhow!("{e:#}"))),
-                ),
-                Written::Replayed(job) => {
-                    // Enqueued by the request that created it (or marked failed if that push
-                    // failed); the sweeper covers a crash in between.
-                    return Ok(HttpResponse::Ok()
-                        .insert_header((LOCATION, format!("/v1/downloads/{}", job.id)))
-                        .insert_header(("Idempotent-Replayed", "true"))
-                        .json(JobView::from(job)));
-                }
-                Written::KeyReused => {
-                    return Err(ApiError::new(
-                        ErrorCode::IdempotencyKeyReused,
-                        "this Idempotency-Key was used with a different request body",
-                    ));
-                }
-                Written::AtCap => return Err(too_many_active(cap)),
-            }
+        Written::Replayed(job) => {
+            // Enqueued by the request that created it (or marked failed if that push failed);
+            // the sweeper covers a crash in between.
+            return Ok(HttpResponse::Ok()
+                .insert_header((LOCATION, format!("/v1/downloads/{}", job.id)))
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(JobView::from(job)));
         }
-    };
-    let enqueued = match enqueued {
-        Some(enqueued) => enqueued,
-        None => {
-            crash_if_marked_after_insert(&job);
-            state.queue.push(&task_of(&job)).await
+        Written::KeyReused => {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used with a different request body",
+            ));
         }
+        Written::AtCap => return Err(too_many_active(cap)),
     };
     if let Err(e) = enqueued {
         // Not enqueued: record that on the job rather than leave it queued forever.
