@@ -307,44 +307,30 @@ async fn count_of(db: &TestDb, key: Uuid) -> i64 {
         .unwrap()
 }
 
-/// A batch that waited for its key adds what it wrote to the count the other writer
-/// committed meanwhile, not to the one it would have read before the wait.
-#[tokio::test]
-async fn a_batch_that_waited_for_its_key_adds_to_the_count_committed_meanwhile() {
-    let db = TestDb::new().await;
-    let key = db.api_key("held").await;
-    let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    let (holder, _) = db.submit_in_progress(key, 1, None).await;
-    let submit = tokio::spawn({
-        let inserter = inserter.clone();
-        async move { submit_capped(&inserter, key, 3, 1).await }
-    });
-    db.until_a_session_waits_on_a_lock(|| submit.is_finished())
-        .await;
-    holder.commit().await.unwrap();
-    assert_eq!(submit.await.unwrap(), [true]);
-    assert_eq!((jobs_of(&db, key).await, count_of(&db, key).await), (2, 2));
-}
-
 /// A batch that meets a key another transaction holds waits for it, then counts what that
-/// transaction committed: no submit gets past a cap filled while it waited.
+/// transaction committed: no submit gets past a cap filled while it waited, and what it writes
+/// is added to the count committed meanwhile, not to the one it read before the wait.
 #[tokio::test]
 async fn a_keyed_batch_waits_for_the_keys_lock_and_counts_what_was_committed_meanwhile() {
     let db = TestDb::new().await;
-    let key = db.api_key("held").await;
-    let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    // Another writer holds the key and fills its cap of 2, not yet committed.
-    let (holder, _) = db.submit_in_progress(key, 2, None).await;
-    let submit = tokio::spawn({
-        let inserter = inserter.clone();
-        async move { submit_capped(&inserter, key, 2, 1).await }
-    });
-    // Commit only once the batch is blocked on the key's row lock.
-    db.until_a_session_waits_on_a_lock(|| submit.is_finished())
-        .await;
-    holder.commit().await.unwrap();
-    assert_eq!(submit.await.unwrap(), [false]);
-    assert_eq!(jobs_of(&db, key).await, 2);
+    // (jobs the other writer holds, the key's cap, whether the waiting submit is written).
+    for (held, cap, written) in [(2, 2, false), (1, 3, true)] {
+        let key = db.api_key(&format!("held-{held}-of-{cap}")).await;
+        let inserter = JobInserter::spawn(db.pool.clone(), 1);
+        let (holder, _) = db.submit_in_progress(key, held, None).await;
+        let submit = tokio::spawn({
+            let inserter = inserter.clone();
+            async move { submit_capped(&inserter, key, cap, 1).await }
+        });
+        // Commit only once the batch is blocked on the key's row lock.
+        db.until_a_session_waits_on_a_lock(|| submit.is_finished())
+            .await;
+        holder.commit().await.unwrap();
+        assert_eq!(submit.await.unwrap(), [written]);
+        let total = held + i64::from(written);
+        assert_eq!(jobs_of(&db, key).await, total);
+        assert_eq!(count_of(&db, key).await, total);
+    }
 }
 
 /// What a submit with `Idempotency-Key` `key` and request hash `sha` (by `owner`, cap 1,000
