@@ -43,8 +43,9 @@ pub struct AppState {
     pub video_info: routes::videos::VideoInfoService,
 }
 
-/// Submit batches written at once (see where the inserter starts in [`Application::build`]).
-const SUBMIT_BATCHES_IN_FLIGHT: usize = 2;
+/// Submit batches written at once, and committed ones enqueued at once (see where the
+/// inserter starts in [`Application::build`]).
+const SUBMIT_BATCHES_IN_FLIGHT: usize = 1;
 
 /// A bound, not yet running API.
 pub struct Application {
@@ -130,18 +131,16 @@ impl Application {
             cache_conn,
             &common.redis.queue,
         );
-        // Two batches in flight (at most half the pool); the rest of the pool serves
-        // everything else. Fewer batches at once are larger ones, and a submit's cost is
-        // mostly per batch: against four (a quarter of the default pool), two wrote keyed
-        // submits 12-16% faster, keyless ones 10%, and one was faster still except for
-        // keyed batches with Idempotency-Keys, which take four round trips each
-        // (docs/BENCHMARKS.md, "Fewer batches in flight"). Each committed batch is enqueued
-        // in one round trip before its submits are answered.
+        // One batch written at a time while the one before it is enqueued (one round trip
+        // to Redis, before its submits are answered). Fewer batches at once are larger
+        // ones, and a submit's cost is mostly per batch; two concurrent keyed batches also
+        // wait on each other's key locks. Against two at once, each holding its connection
+        // through its enqueue, this wrote keyed submits 17-24% faster and keyless ones 11%
+        // (docs/BENCHMARKS.md, "One batch at a time, enqueued while the next is written").
+        // It takes one connection; the rest of the pool serves everything else.
         let inserter = JobInserter::spawn_then(
             pool.clone(),
-            SUBMIT_BATCHES_IN_FLIGHT
-                .min(common.database.db_max_connections as usize / 2)
-                .max(1),
+            SUBMIT_BATCHES_IN_FLIGHT,
             routes::downloads::enqueue_committed(queue.clone()),
         );
         let state = web::Data::new(AppState {

@@ -8,7 +8,8 @@
 //! exists before the 202" holds exactly as with a single `INSERT`.
 //!
 //! An [`AfterCommit`] stage runs on each committed batch before its callers are answered:
-//! the API enqueues the batch's jobs there, in one round trip to Redis.
+//! the API enqueues the batch's jobs there, in one round trip to Redis. A committed batch
+//! gives its connection back before its stage runs, so the next batch is written meanwhile.
 //!
 //! Submits made with an API key carry the key's cap on active jobs
 //! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement: it
@@ -100,7 +101,8 @@ struct Pending {
 
 impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
-    /// takes one pooled connection). It ends when the last clone is dropped.
+    /// takes one pooled connection), while at most `in_flight` committed ones go through
+    /// their after-commit stage. It ends when the last clone is dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
         Self::start(pool, in_flight, None)
     }
@@ -203,9 +205,12 @@ async fn run(
     // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
     drop(warm);
+    // A batch gives its database slot back once committed, and takes one of these for its
+    // after-commit stage: the next batch is written while this one is enqueued.
+    let stages = Arc::new(Semaphore::new(in_flight));
     run_batches(rx, in_flight, MAX_BATCH, move |batch| {
-        let (pool, after) = (pool.clone(), after.clone());
-        async move { write(&pool, batch, &after).await }
+        let (pool, after, stages) = (pool.clone(), after.clone(), stages.clone());
+        async move { write(&pool, batch, after, stages).await }
     })
     .await;
 }
@@ -247,9 +252,14 @@ pub async fn run_batches<T, F, Fut>(
 }
 
 /// One `INSERT` of the whole batch, then (for submits with an `Idempotency-Key` it did not
-/// write) one look-up of the jobs their keys name, then the after-commit stage; every caller
-/// of it gets its [`Written`], or the shared error.
-async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) {
+/// write) one look-up of the jobs their keys name. Then, holding one of `stages` instead of
+/// the batch's database slot, the after-commit stage and the answers ([`answer`]).
+async fn write(
+    pool: &PgPool,
+    batch: Vec<Pending>,
+    after: Option<AfterCommit>,
+    stages: Arc<Semaphore>,
+) {
     let written = match insert_batch(pool, &batch).await {
         Ok(rows) => rows,
         Err(e) => return fail_all(batch, e),
@@ -273,6 +283,21 @@ async fn write(pool: &PgPool, batch: Vec<Pending>, after: &Option<AfterCommit>) 
     } else {
         jobs_of_keys(pool, &unwritten).await.map_err(Arc::new)
     };
+    // Waiting here keeps the database slot: at most `in_flight` batches are committed and
+    // not yet through their stage.
+    let stage = stages.acquire_owned().await;
+    tokio::spawn(async move {
+        answer(answers, earlier, after).await;
+        drop(stage);
+    });
+}
+
+/// The after-commit stage on a committed batch's rows, then every caller's [`Written`].
+async fn answer(
+    answers: Vec<(Pending, Option<JobRow>)>,
+    earlier: Result<EarlierJobs, Arc<sqlx::Error>>,
+    after: Option<AfterCommit>,
+) {
     let committed: Vec<JobRow> = answers.iter().filter_map(|(_, r)| r.clone()).collect();
     let outcome = match after {
         // A panicking stage is an error of the batch, not callers left without an answer
@@ -323,10 +348,7 @@ fn fail_all(batch: Vec<Pending>, e: sqlx::Error) {
 /// The jobs the `Idempotency-Key`s of `unwritten` name, with the request hash each was
 /// created with, by (API key, Idempotency-Key). A statement of its own, after the batch's
 /// commit, so it sees the jobs of a concurrent batch that won the key.
-async fn jobs_of_keys(
-    pool: &PgPool,
-    unwritten: &[&Pending],
-) -> Result<HashMap<(Option<Uuid>, String), (Option<String>, JobRow)>, sqlx::Error> {
+async fn jobs_of_keys(pool: &PgPool, unwritten: &[&Pending]) -> Result<EarlierJobs, sqlx::Error> {
     let owners: Vec<Option<Uuid>> = unwritten.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
     let keys: Vec<&str> = unwritten
         .iter()
@@ -342,6 +364,9 @@ async fn jobs_of_keys(
         .map(|f| ((f.owner, f.key), (f.request_sha256, f.row)))
         .collect())
 }
+
+/// By (API key, `Idempotency-Key`): the request hash a job was created with, and the job.
+type EarlierJobs = HashMap<(Option<Uuid>, String), (Option<String>, JobRow)>;
 
 /// [`jobs_of_keys`]'s statement: two branches, each an index scan of `(api_key_id,
 /// idempotency_key)` (one join condition with an OR for the keyless case read the whole
@@ -371,7 +396,8 @@ struct KeyedJob {
 /// The batch's rows as one statement: the rows travel as one array per column (`UNNEST`),
 /// so every batch size is the same statement, prepared once per connection. Submits with
 /// a key are admitted in submit order while the key's active jobs stay within its cap, and
-/// submits with an `Idempotency-Key` only when their key is new ([`CAPPED_INSERT`]).
+/// submits with an `Idempotency-Key` only when their key is new ([`CAPPED_INSERT`],
+/// [`IDEMPOTENT_INSERT`]).
 async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
@@ -415,27 +441,7 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .iter()
         .map(|p| p.idempotency.as_ref().map(|(_, h)| h.as_str()))
         .collect();
-    let query = query.bind(idem).bind(hashes);
-    if !keyed {
-        return query.fetch_all(pool).await;
-    }
-    // The statement's existence checks read the snapshot it starts with, so the keys are
-    // locked by a statement before it: a key whose Idempotency-Key a concurrent batch wrote
-    // while this one waited is then seen as a replay, not ranked under the cap first.
-    let mut tx = pool.begin().await?;
-    let mut locked: Vec<Uuid> = batch
-        .iter()
-        .filter_map(|p| p.owner.map(|(k, _)| k))
-        .collect();
-    locked.sort();
-    locked.dedup();
-    sqlx::query("SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-        .bind(&locked)
-        .execute(&mut *tx)
-        .await?;
-    let rows = query.fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(rows)
+    query.bind(idem).bind(hashes).fetch_all(pool).await
 }
 
 /// The batch `INSERT` when no submit in it has a key: nothing to count. The capped one
@@ -458,64 +464,30 @@ static PLAIN_INSERT: LazyLock<String> = LazyLock::new(|| {
 /// active jobs: a key another transaction holds is waited for, then read as that
 /// transaction committed it. `counted` adds the jobs `inserted` wrote (all queued, so all
 /// active) to their keys' counts in the same statement, before the locks go at commit: this
-/// is the only statement that inserts jobs with a key, so no insert trigger does it
+/// and [`IDEMPOTENT_INSERT`] (which does the same) are the only statements that insert jobs
+/// with a key, so no insert trigger does it
 /// (`migrations/20261130000012_submits_count_themselves.sql`).
-static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(false));
-
-/// [`CAPPED_INSERT`] for a batch with `Idempotency-Key`s ($12, with each request's hash in
-/// $13). A submit whose key already named a job (a replay, or a reuse with another request),
-/// and every submit of a key after its first in the batch, is left out before the cap is
-/// counted, so a replay never takes a place (a keyed batch locks its keys in a statement
-/// before this one, so it sees what a concurrent batch committed meanwhile). A key a
-/// concurrent keyless batch is writing is left out by `ON CONFLICT` (the partial unique index
-/// on `(api_key_id, idempotency_key)`); rows go in sorted by that key, so two batches never
-/// wait on each other's. [`jobs_of_keys`] then tells each left-out submit which job its key
-/// named.
-static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| capped_insert(true));
-
-fn capped_insert(idempotent: bool) -> String {
-    let (idem_in, idem_cols, idem_nth, idem_fresh, idem_values, insert_order, on_conflict) =
-        if idempotent {
-            (
-                ", $12::text[], $13::text[]",
-                ", idempotency_key, request_sha256",
-                ", row_number() OVER (PARTITION BY u.api_key_id, u.idempotency_key ORDER BY u.ord) AS nth",
-                // Only the first submit of each key in the batch, and only if no job has it yet.
-                "WHERE b.idempotency_key IS NULL OR (b.nth = 1 \
-               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.api_key_id = b.api_key_id \
-                               AND j.idempotency_key = b.idempotency_key) \
-               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE b.api_key_id IS NULL \
-                               AND j.api_key_id IS NULL AND j.idempotency_key = b.idempotency_key))",
-                ", r.idempotency_key, r.request_sha256",
-                // Every batch inserts its keys in one order: two batches waiting on each
-                // other's uncommitted keys ([X, Y] and [Y, X], no API key to lock) deadlocked.
-                "ORDER BY r.api_key_id, r.idempotency_key",
-                "ON CONFLICT (api_key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-            )
-        } else {
-            ("", "", "", "", "", "", "")
-        };
+static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH b AS ( \
-           SELECT u.*{idem_nth} FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
-             $5::text[], $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]{idem_in}) \
+           SELECT u.* FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], \
+             $5::text[], $6::int4[], $7::bytea[], $8::text[], $10::uuid[], $11::int8[]) \
            WITH ORDINALITY AS u(id, url, source, requested_source, format, max_height, \
-             cookies_sealed, callback_url, api_key_id, cap{idem_cols}, ord) \
+             cookies_sealed, callback_url, api_key_id, cap, ord) \
          ), k AS ( \
            SELECT id, active_jobs FROM api_keys \
            WHERE id IN (SELECT api_key_id FROM b WHERE api_key_id IS NOT NULL) \
            ORDER BY id FOR NO KEY UPDATE \
          ), ranked AS ( \
            SELECT b.*, row_number() OVER (PARTITION BY b.api_key_id ORDER BY b.ord) AS rn \
-           FROM b {idem_fresh} \
+           FROM b \
          ), inserted AS ( \
            INSERT INTO jobs (id, url, source, status, api_key_id, requested_source, format, \
-             max_height, cookies_sealed, callback_url{idem_cols}) \
+             max_height, cookies_sealed, callback_url) \
            SELECT r.id, r.url, r.source, $9, r.api_key_id, r.requested_source, r.format, \
-             r.max_height, r.cookies_sealed, r.callback_url{idem_values} \
+             r.max_height, r.cookies_sealed, r.callback_url \
            FROM ranked r LEFT JOIN k ON k.id = r.api_key_id \
            WHERE r.api_key_id IS NULL OR k.active_jobs + r.rn <= r.cap \
-           {insert_order} {on_conflict} \
            RETURNING {JOB_COLUMNS}, api_key_id \
          ), counted AS ( \
            UPDATE api_keys a SET active_jobs = a.active_jobs + n.n \
@@ -525,4 +497,22 @@ fn capped_insert(idempotent: bool) -> String {
          ) \
          SELECT {JOB_COLUMNS} FROM inserted"
     )
-}
+});
+
+/// The batch with `Idempotency-Key`s ($12, with each request's hash in $13), keyed or not:
+/// [`CAPPED_INSERT`]'s statement in a function of the schema that locks the batch's keys
+/// first, in a statement of its own, so the insert sees what a concurrent batch committed
+/// while this one waited (`migrations/20261130000013_idempotent_submits_in_one_call.sql`):
+/// one round trip, not four (`BEGIN`, the lock, the insert, `COMMIT`). A submit whose key
+/// already named a job (a replay, or a reuse with another request), and every submit of a key
+/// after its first in the batch, is left out before the cap is counted, so a replay never
+/// takes a place. A key a concurrent keyless batch is writing is left out by `ON CONFLICT`
+/// (the partial unique index on `(api_key_id, idempotency_key)`); rows go in sorted by that
+/// key, so two batches never wait on each other's. [`jobs_of_keys`] then tells each left-out
+/// submit which job its key named.
+static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {JOB_COLUMNS} FROM submit_jobs_idempotent($1, $2, $3, $4, $5, $6, $7, $8, \
+         $9, $10, $11, $12, $13)"
+    )
+});

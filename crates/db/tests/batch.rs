@@ -179,6 +179,85 @@ async fn the_after_commit_stage_sees_each_committed_batch_and_its_error_reaches_
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
 
+/// Whether job `id` is in the table (committed), seen from another connection.
+async fn exists(db: &TestDb, id: Uuid) -> bool {
+    jobs::get_job(&db.pool, id).await.unwrap().is_some()
+}
+
+/// A committed batch gives its connection back before its stage runs: while a batch's
+/// stage (the API's enqueue) is held, the next batch is written, and then waits for a stage
+/// of its own, holding the writer, so a third is not written until the first stage ends.
+#[tokio::test]
+async fn the_next_batch_is_written_while_the_one_before_is_in_its_stage() {
+    let db = TestDb::new().await;
+    let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+    let entered_tx = Arc::new(Mutex::new(Some(entered_tx)));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let stage_gate = gate.clone();
+    let inserter = JobInserter::spawn_then(
+        db.pool.clone(),
+        1,
+        Arc::new(move |_rows: Vec<JobRow>| {
+            let (entered_tx, gate) = (entered_tx.clone(), stage_gate.clone());
+            Box::pin(async move {
+                // The first batch's stage holds until the gate opens; later ones pass.
+                let first = entered_tx.lock().unwrap().take();
+                if let Some(tx) = first {
+                    let _ = tx.send(());
+                    let _held = gate.acquire().await?;
+                }
+                Ok(())
+            })
+        }),
+    );
+    let submit = |id: Uuid| {
+        let inserter = inserter.clone();
+        tokio::spawn(async move { insert_all(&inserter, &[id]).await.remove(0) })
+    };
+    let wait = std::time::Duration::from_secs(10);
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let first = submit(a);
+    tokio::time::timeout(wait, entered)
+        .await
+        .expect("the first batch reached its stage")
+        .unwrap();
+    let second = submit(b);
+    let written = tokio::time::timeout(wait, async {
+        while !exists(&db, b).await {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        written.is_ok(),
+        "the second batch was not written while the first was in its stage"
+    );
+    assert!(
+        !first.is_finished(),
+        "the first submit was answered before its stage ended"
+    );
+    let third = submit(c);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !exists(&db, c).await,
+        "a third batch was written while two were committed and not through their stage"
+    );
+    gate.add_permits(1);
+    for task in [first, second, third] {
+        let committed = tokio::time::timeout(wait, task)
+            .await
+            .expect("answered once the stage ended")
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(committed.after, Some(Ok(()))),
+            "{:?}",
+            committed.after
+        );
+    }
+    assert!(exists(&db, c).await);
+}
+
 /// A stage that panics is the batch's error: every caller is answered with its row and that
 /// error, not left to read a dropped answer as the database being gone.
 #[tokio::test]
