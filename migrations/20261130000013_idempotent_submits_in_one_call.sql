@@ -17,7 +17,12 @@
 -- while jobs is nearly empty (a new deployment, every bench run) checked each Idempotency-Key
 -- with a scan of the whole table until the next ANALYZE: from an empty table, a batch of 64
 -- took 15.9 ms on average over 8 s of pgbench, 4.7-5.4 ms with the index forced
--- (docs/BENCHMARKS.md, "Idempotent batches in one call").
+-- (docs/BENCHMARKS.md, "Idempotent batches in one call, and a plan cached while `jobs` is
+-- empty").
+--
+-- An API of this build or later calls it by this signature, and an API accepts a database
+-- ahead of it (clipstash_db::check_schema): a change to its parameters is a new function
+-- (or overload) beside this one, never a replacement, while older APIs may still run.
 CREATE FUNCTION submit_jobs_idempotent(
     in_ids uuid[], in_urls text[], in_sources text[], in_requested text[], in_formats text[],
     in_heights int4[], in_cookies bytea[], in_callbacks text[], in_status text,

@@ -135,7 +135,7 @@ impl Application {
         // to Redis, before its submits are answered). Fewer batches at once are larger
         // ones, and a submit's cost is mostly per batch; two concurrent keyed batches also
         // wait on each other's key locks. Against two at once, each holding its connection
-        // through its enqueue, this wrote keyed submits 17-24% faster and keyless ones 11%
+        // through its enqueue, this wrote keyed submits 17-25% faster and keyless ones 11%
         // (docs/BENCHMARKS.md, "One batch at a time, enqueued while the next is written").
         // It takes one connection; the rest of the pool serves everything else.
         let inserter = JobInserter::spawn_then(

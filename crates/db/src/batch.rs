@@ -12,7 +12,8 @@
 //! gives its connection back before its stage runs, so the next batch is written meanwhile.
 //!
 //! Submits made with an API key carry the key's cap on active jobs
-//! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement: it
+//! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement (one
+//! call of a function of the schema with `Idempotency-Key`s, [`IDEMPOTENT_INSERT`]): it
 //! locks each of its keys once (in one order, so concurrent batches cannot deadlock), reads
 //! the key's count of active jobs (`api_keys.active_jobs`), admits that key's submits in
 //! submit order while the count stays within the cap, and adds what it admitted to the
@@ -283,8 +284,8 @@ async fn write(
     } else {
         jobs_of_keys(pool, &unwritten).await.map_err(Arc::new)
     };
-    // Waiting here keeps the database slot: at most `in_flight` batches are committed and
-    // not yet through their stage.
+    // Waiting here keeps the database slot (not its connection): at most `in_flight`
+    // batches are in their stage, and at most `in_flight` more committed ones wait for one.
     let stage = stages.acquire_owned().await;
     tokio::spawn(async move {
         answer(answers, earlier, after).await;
@@ -303,7 +304,10 @@ async fn answer(
         // A panicking stage is an error of the batch, not callers left without an answer
         // (which would read as the database being gone).
         Some(after) => Some(
-            match AssertUnwindSafe(after(committed)).catch_unwind().await {
+            match AssertUnwindSafe(async move { after(committed).await })
+                .catch_unwind()
+                .await
+            {
                 Ok(done) => done.map_err(Arc::new),
                 Err(_) => Err(Arc::new(anyhow::anyhow!("the after-commit stage panicked"))),
             },

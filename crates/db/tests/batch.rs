@@ -194,11 +194,14 @@ async fn the_next_batch_is_written_while_the_one_before_is_in_its_stage() {
     let entered_tx = Arc::new(Mutex::new(Some(entered_tx)));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let stage_gate = gate.clone();
+    let staged: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+    let log = staged.clone();
     let inserter = JobInserter::spawn_then(
         db.pool.clone(),
         1,
-        Arc::new(move |_rows: Vec<JobRow>| {
+        Arc::new(move |rows: Vec<JobRow>| {
             let (entered_tx, gate) = (entered_tx.clone(), stage_gate.clone());
+            log.lock().unwrap().extend(rows.iter().map(|r| r.id));
             Box::pin(async move {
                 // The first batch's stage holds until the gate opens; later ones pass.
                 let first = entered_tx.lock().unwrap().take();
@@ -256,6 +259,8 @@ async fn the_next_batch_is_written_while_the_one_before_is_in_its_stage() {
         );
     }
     assert!(exists(&db, c).await);
+    // Enqueued in commit order.
+    assert_eq!(*staged.lock().unwrap(), vec![a, b, c]);
 }
 
 /// A stage that panics is the batch's error: every caller is answered with its row and that
