@@ -16,7 +16,7 @@
 -- enable_seqscan is off inside it: a connection caches this statement's plan, and one planned
 -- while jobs is nearly empty (a new deployment, every bench run) checked each Idempotency-Key
 -- with a scan of the whole table until the next ANALYZE: from an empty table, a batch of 64
--- took 15.9 ms on average over 8 s of pgbench, 4.7-5.4 ms with the index forced
+-- took 14.9-17.3 ms on average over 8 s of pgbench, 4.7-5.4 ms with the index forced
 -- (docs/BENCHMARKS.md, "Idempotent batches in one call, and a plan cached while `jobs` is
 -- empty").
 --

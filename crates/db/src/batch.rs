@@ -46,7 +46,7 @@ pub type InsertedCapped = Result<Result<Committed, AtCap>, Arc<sqlx::Error>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AtCap;
 
-/// What a submit with an `Idempotency-Key` came to ([`JobInserter::insert_idempotent`]).
+/// What a submit with an `Idempotency-Key` came to ([`JobInserter::submit`]).
 #[derive(Debug)]
 pub enum Written {
     /// A new job, committed (and its batch's after-commit stage run).
@@ -147,21 +147,11 @@ impl JobInserter {
         }
     }
 
-    /// Inserts a new queued job under an `Idempotency-Key`, or answers the job the key
-    /// created before. Keys are scoped to their caller: `owner` is the API key and its cap
-    /// (`None` when auth is off). A replay is answered before the cap is checked.
-    pub async fn insert_idempotent(
-        &self,
-        job: &NewJob<'_>,
-        key: IdempotencyKey<'_>,
-        owner: Option<(Uuid, i64)>,
-    ) -> Outcome {
-        self.submit(job, owner, Some(key)).await
-    }
-
     /// Any submit: with an API key and its cap (`owner`) or not, with an `Idempotency-Key`
-    /// or not. [`insert`](Self::insert), [`insert_capped`](Self::insert_capped) and
-    /// [`insert_idempotent`](Self::insert_idempotent) are its narrower forms.
+    /// or not. Under an `Idempotency-Key` it creates a job or answers the one the key created
+    /// before; keys are scoped to their caller (the API key, or none when auth is off), and
+    /// a replay is answered before the cap is checked. [`insert`](Self::insert) and
+    /// [`insert_capped`](Self::insert_capped) are its narrower forms.
     pub async fn submit(
         &self,
         job: &NewJob<'_>,

@@ -108,7 +108,7 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
         request_sha256: "ab",
     };
     let done = inserter
-        .insert_idempotent(&job, key, Some((a, 1_000)))
+        .submit(&job, Some((a, 1_000)), Some(key))
         .await
         .unwrap();
     assert!(matches!(done, Written::Created(_)), "{done:?}");
@@ -120,7 +120,7 @@ async fn every_change_to_jobs_keeps_each_keys_count() {
         VideoSource::Direct,
     );
     let done = inserter
-        .insert_idempotent(&again, key, Some((a, 1_000)))
+        .submit(&again, Some((a, 1_000)), Some(key))
         .await
         .unwrap();
     assert!(matches!(done, Written::Replayed(_)), "{done:?}");

@@ -439,7 +439,7 @@ async fn submit_idempotent(
         key,
         request_sha256: sha,
     };
-    match inserter.insert_idempotent(&job, key, owner).await.unwrap() {
+    match inserter.submit(&job, owner, Some(key)).await.unwrap() {
         Written::Created(c) => {
             assert_eq!(c.row.id, id);
             Got::Created(id)

@@ -1,7 +1,7 @@
 //! Access to `/v1`: API keys (`Authorization: Bearer <key>`), looked up through a short-lived
 //! in-process cache ([`cache`]), and per-key request rates kept in Redis ([`limit`]) so every
 //! replica enforces the same budget. The per-key cap on active jobs is enforced in Postgres
-//! at submit (`clipstash_db::batch::JobInserter::insert_capped`, batched with other submits).
+//! at submit (`clipstash_db::batch::JobInserter::submit`, batched with other submits).
 //! `keys` is the `clipstash-api keys` command.
 
 pub mod cache;
