@@ -84,10 +84,14 @@ pub async fn reserve(
         .bind(quota_lock_key(provider))
         .execute(&mut *tx)
         .await?;
+    // The job's state is checked with a function of `status`, so the planner reaches each
+    // reservation's job by primary key rather than reading every active job
+    // (`crate::transitions` says why).
     let committed: i64 = sqlx::query_scalar(
         "SELECT ((SELECT COALESCE(SUM(bytes_used), 0) FROM storage_usage WHERE provider = $1) \
               + (SELECT COALESCE(SUM(r.bytes), 0) FROM storage_reservations r \
-                 JOIN jobs j ON j.id = r.job_id AND j.status = 'running' \
+                 JOIN jobs j ON j.id = r.job_id \
+                   AND array_position('{running}'::text[], j.status) IS NOT NULL \
                  WHERE r.provider = $1 AND r.job_id <> $2))::bigint",
     )
     .bind(provider)

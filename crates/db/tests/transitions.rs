@@ -307,3 +307,154 @@ async fn one_session_claims_and_completes_many_jobs_in_one_statement_each() {
     let all = usage::storage_usage(&db.pool).await.unwrap();
     assert_eq!((all[0].bytes_used, all[0].file_count), (1024, 2));
 }
+
+/// Inserts `n` jobs in `status` with one statement; returns their ids.
+async fn many_in(db: &TestDb, n: i32, status: &str) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "INSERT INTO jobs (id, url, source, requested_source, status, finished_at) \
+         SELECT gen_random_uuid(), 'https://a.example/' || n, 'direct', 'auto', $2, \
+                CASE WHEN $2 IN ('succeeded', 'failed') THEN now() END \
+         FROM generate_series(1, $1) n RETURNING id",
+    )
+    .bind(n)
+    .bind(status)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Rows of `jobs` read so far, by every session: index entries that scans of its indexes
+/// returned, plus rows read by sequential scans. `session` (a pool of one connection) is
+/// made to publish its counts first: a session otherwise sends them at most once a second.
+async fn jobs_rows_read(session: &sqlx::PgPool) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(session)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT (SELECT COALESCE(sum(idx_tup_read), 0) FROM pg_stat_user_indexes \
+                 WHERE relname = 'jobs')::int8 \
+              + (SELECT COALESCE(sum(seq_tup_read), 0) FROM pg_stat_user_tables \
+                 WHERE relname = 'jobs')::int8",
+    )
+    .fetch_one(session)
+    .await
+    .unwrap()
+}
+
+/// Every transition the workers make reaches its jobs by primary key, whatever Postgres'
+/// statistics say. Statistics taken while every job had ended (failed, here), then a backlog
+/// that no `ANALYZE` has seen (as after a quiet spell on a big table): planned with them,
+/// the transitions' `status = ANY(...)` guards made each claim, completion, failure, resume
+/// and quota check read every active job (`clipstash_db::transitions` says why). Here 4,000
+/// jobs are active, and each step may read a few rows per job it moves, not thousands.
+#[tokio::test]
+async fn transitions_read_their_jobs_by_primary_key_whatever_the_statistics_say() {
+    let db = TestDb::new().await;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    many_in(&db, 2_000, "failed").await;
+    sqlx::query("ANALYZE jobs").execute(&db.pool).await.unwrap();
+    let queued = many_in(&db, 2_000, "queued").await;
+    many_in(&db, 2_000, "running").await;
+    let (ids, done) = (&queued[..20], &queued[..16]);
+    let (retried, failed) = (queued[16], queued[17]);
+
+    // One session: it holds the claims' locks, and its reads are the ones counted.
+    let session = clipstash_db::connect(&db.url.clone().into(), 1)
+        .await
+        .unwrap();
+    let mut before = jobs_rows_read(&session).await;
+    let mut step = async |name: &str, jobs: i64| {
+        let after = jobs_rows_read(&session).await;
+        let read = after - before;
+        assert!(
+            read <= 5 * jobs + 10,
+            "{name} read {read} rows of jobs for {jobs} jobs, with 4,000 active"
+        );
+        before = after;
+    };
+
+    let mut conn = session.acquire().await.unwrap();
+    let claims = transitions::claim_many(&mut conn, ids).await.unwrap();
+    assert!(claims.iter().all(|c| matches!(c, Claim::Claimed { .. })));
+    drop(conn);
+    step("the claim", 20).await;
+
+    let objects: Vec<_> = done.iter().map(|id| stored_object(*id, 1000)).collect();
+    let batch: Vec<_> = done.iter().copied().zip(objects.iter()).collect();
+    let mut conn = session.acquire().await.unwrap();
+    let completed = transitions::complete_many(&mut conn, &batch).await.unwrap();
+    assert_eq!(completed.moved, vec![true; 16]);
+    drop(conn);
+    step("the completion", 16).await;
+
+    let moved = transitions::record_failure(&session, retried, ErrorCode::Timeout, "x", true)
+        .await
+        .unwrap();
+    assert!(moved, "a running job is retried");
+    step("the retry", 1).await;
+
+    let mut conn = session.acquire().await.unwrap();
+    let attempts = transitions::next_attempt(&mut conn, retried).await.unwrap();
+    assert_eq!(attempts, Some(2));
+    drop(conn);
+    step("the resume", 1).await;
+
+    let moved = transitions::record_failure(&session, failed, ErrorCode::Timeout, "x", false)
+        .await
+        .unwrap();
+    assert!(moved, "a running job fails");
+    step("the failure", 1).await;
+
+    assert!(
+        usage::reserve(&session, retried, "local", 100, 1_000_000)
+            .await
+            .unwrap()
+    );
+    step("the quota check", 1).await;
+
+    let job = jobs::get_job(&db.pool, retried).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Running);
+}
+
+/// A batch of 64, the workers' largest, on a table never analysed (a fresh deployment's
+/// first minute): the planner, thinking `jobs` small, would rather scan all of it than look
+/// 64 ids up, unless the ids come as an array it cannot see into.
+#[tokio::test]
+async fn a_batch_on_a_table_never_analysed_is_read_by_primary_key() {
+    let db = TestDb::new().await;
+    sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let queued = many_in(&db, 10_000, "queued").await;
+    let ids = &queued[..64];
+    let session = clipstash_db::connect(&db.url.clone().into(), 1)
+        .await
+        .unwrap();
+    let before = jobs_rows_read(&session).await;
+    let mut conn = session.acquire().await.unwrap();
+    let claims = transitions::claim_many(&mut conn, ids).await.unwrap();
+    assert!(claims.iter().all(|c| matches!(c, Claim::Claimed { .. })));
+    drop(conn);
+    let claimed = jobs_rows_read(&session).await;
+    assert!(
+        claimed - before <= 5 * 64 + 10,
+        "the claim of 64 read {} rows of jobs",
+        claimed - before
+    );
+    let objects: Vec<_> = ids.iter().map(|id| stored_object(*id, 1000)).collect();
+    let batch: Vec<_> = ids.iter().copied().zip(objects.iter()).collect();
+    let mut conn = session.acquire().await.unwrap();
+    let completed = transitions::complete_many(&mut conn, &batch).await.unwrap();
+    assert_eq!(completed.moved, vec![true; 64]);
+    drop(conn);
+    let read = jobs_rows_read(&session).await - claimed;
+    assert!(
+        read <= 5 * 64 + 10,
+        "the completion of 64 read {read} rows of jobs"
+    );
+}

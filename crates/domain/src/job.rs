@@ -118,7 +118,8 @@ impl Transition {
         self.from().contains(&status)
     }
 
-    /// The `from` states as text, for SQL guards (`status = ANY($n)`).
+    /// The `from` states as text, for SQL guards (`array_position($n::text[], status) IS NOT
+    /// NULL`: `clipstash_db::transitions` says why not `status = ANY($n)`).
     pub fn from_names(self) -> Vec<&'static str> {
         self.from().iter().map(|s| s.as_str()).collect()
     }
