@@ -73,6 +73,9 @@ impl Application {
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         clipstash_db::check_schema(&pool).await?;
+        clipstash_db::open_all(&pool)
+            .await
+            .context("DATABASE_URL: cannot open the pool's connections")?;
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
         let access = &settings.access;

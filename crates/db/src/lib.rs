@@ -33,7 +33,8 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true, value_parser = |s: &str| secret_url(s, &["postgres", "postgresql"]))]
     pub database_url: SecretString,
 
-    /// Maximum Postgres connections in this process's pool.
+    /// Maximum Postgres connections in this process's pool (`clipstash-api serve` opens them
+    /// all before it serves).
     #[arg(long, env = "CLIPSTASH_DB_MAX_CONNECTIONS", value_name = "CLIPSTASH_DB_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
 }
@@ -58,6 +59,16 @@ pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool,
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options.application_name("clipstash"))
         .await
+}
+
+/// Opens every connection `pool` may hold and leaves them idle in it, so that the first burst
+/// of requests does not open them all at once (a process forked by Postgres and a
+/// handshake each, on a server that is busy with the burst).
+pub async fn open_all(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let n = pool.options().get_max_connections();
+    let held = futures_util::future::try_join_all((0..n).map(|_| pool.acquire())).await?;
+    drop(held);
+    Ok(())
 }
 
 /// Runs pending migrations; the `migrate` subcommand calls it once per rollout.

@@ -1,5 +1,6 @@
 //! `check_schema`, which `serve` and `run` call at start: a database behind the build is
-//! refused with what to do, one at or ahead of it is accepted.
+//! refused with what to do, one at or ahead of it is accepted. And `open_all`, which `serve`
+//! calls next.
 
 use clipstash_db::{MIGRATOR, check_schema};
 use clipstash_testkit::TestDb;
@@ -37,4 +38,25 @@ async fn a_database_ahead_of_the_build_is_accepted() {
     .await
     .unwrap();
     check_schema(&db.pool).await.unwrap();
+}
+
+/// `open_all` opens every connection the pool may hold (the API does before it serves, so
+/// the first burst of requests does not open them), and leaves them idle in the pool.
+#[tokio::test]
+async fn open_all_opens_every_connection_of_the_pool() {
+    let db = clipstash_testkit::TestDb::new().await;
+    let pool = clipstash_db::connect(&db.url.clone().into(), 5)
+        .await
+        .unwrap();
+    clipstash_db::open_all(&pool).await.unwrap();
+    assert_eq!(pool.size(), 5);
+    // A connection goes back to the pool in a task of its own once dropped.
+    for _ in 0..100 {
+        if pool.num_idle() == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.num_idle(), 5);
+    pool.close().await;
 }
