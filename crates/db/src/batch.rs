@@ -22,12 +22,14 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use clipstash_domain::{JobStatus, RequestedSource, VideoSource};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -102,8 +104,9 @@ struct Pending {
 
 impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
-    /// takes one pooled connection), while at most `in_flight` committed ones go through
-    /// their after-commit stage. It ends when the last clone is dropped.
+    /// on a pooled connection the task keeps between batches), while at most `in_flight`
+    /// committed ones go through their after-commit stage. It ends when the last clone is
+    /// dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
         Self::start(pool, in_flight, None)
     }
@@ -194,16 +197,69 @@ async fn run(
 ) {
     // Open the connections batches are written on before the first burst needs them: a
     // burst that has to open them pays a connection set-up (and TLS) per batch in flight.
+    let held = Arc::new(Held {
+        pool: pool.clone(),
+        idle: Mutex::new(Vec::new()),
+    });
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
-    drop(warm);
+    for conn in warm.into_iter().flatten() {
+        held.give_back(conn);
+    }
+    // `PgPool::close` waits for every connection to come back: the kept ones go back as soon
+    // as it is called, and no batch keeps one after.
+    let closing = pool.close_event();
+    let on_close = held.clone();
+    tokio::spawn(async move {
+        closing.await;
+        on_close
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    });
     // A batch gives its database slot back once committed, and takes one of these for its
     // after-commit stage: the next batch is written while this one is enqueued.
     let stages = Arc::new(Semaphore::new(in_flight));
     run_batches(rx, in_flight, MAX_BATCH, move |batch| {
-        let (pool, after, stages) = (pool.clone(), after.clone(), stages.clone());
-        async move { write(&pool, batch, after, stages).await }
+        let (held, after, stages) = (held.clone(), after.clone(), stages.clone());
+        async move { write(&held, batch, after, stages).await }
     })
     .await;
+}
+
+/// A held connection unused for longer than this goes back through the pool, whose ping
+/// replaces a connection Postgres has dropped (a restart, an idle timeout).
+const HELD_IDLE: Duration = Duration::from_secs(1);
+
+/// The connections batches are written on, kept by the writer between batches. Taking one
+/// from the pool for every batch cost a round trip (sqlx pings an idle connection before
+/// handing it out), and each pool connection's first batch prepared the statement and
+/// looked its types up (3-5 ms): with one batch in flight, both were on every submit's path,
+/// and the second made the first second after a start slow (docs/BENCHMARKS.md).
+struct Held {
+    pool: PgPool,
+    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+}
+
+impl Held {
+    /// A connection used within [`HELD_IDLE`], else one from the pool. A stale one goes
+    /// back to the pool as it is dropped, which checks it before handing it out again.
+    async fn take(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match kept {
+            Some((conn, since)) if since.elapsed() < HELD_IDLE => Ok(conn),
+            _ => self.pool.acquire().await,
+        }
+    }
+
+    /// Keeps `conn` for the next batch, unless the pool is closing. A connection whose batch
+    /// failed is dropped instead (back to the pool, which checks it).
+    fn give_back(&self, conn: PoolConnection<Postgres>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.pool.is_closed() {
+            idle.push((conn, Instant::now()));
+        }
+    }
 }
 
 /// Runs `write` on batches taken from `rx` until it closes: each batch is whatever queued up
@@ -246,12 +302,16 @@ pub async fn run_batches<T, F, Fut>(
 /// write) one look-up of the jobs their keys name. Then, holding one of `stages` instead of
 /// the batch's database slot, the after-commit stage and the answers ([`answer`]).
 async fn write(
-    pool: &PgPool,
+    held: &Held,
     batch: Vec<Pending>,
     after: Option<AfterCommit>,
     stages: Arc<Semaphore>,
 ) {
-    let written = match insert_batch(pool, &batch).await {
+    let mut conn = match held.take().await {
+        Ok(conn) => conn,
+        Err(e) => return fail_all(batch, e),
+    };
+    let written = match insert_batch(&mut conn, &batch).await {
         Ok(rows) => rows,
         Err(e) => return fail_all(batch, e),
     };
@@ -272,8 +332,11 @@ async fn write(
     let earlier = if unwritten.is_empty() {
         Ok(HashMap::new())
     } else {
-        jobs_of_keys(pool, &unwritten).await.map_err(Arc::new)
+        jobs_of_keys(&mut conn, &unwritten).await.map_err(Arc::new)
     };
+    if earlier.is_ok() {
+        held.give_back(conn);
+    }
     // Waiting here keeps the database slot (not its connection): at most `in_flight`
     // batches are in their stage, and at most `in_flight` more committed ones wait for one.
     let stage = stages.acquire_owned().await;
@@ -342,7 +405,10 @@ fn fail_all(batch: Vec<Pending>, e: sqlx::Error) {
 /// The jobs the `Idempotency-Key`s of `unwritten` name, with the request hash each was
 /// created with, by (API key, Idempotency-Key). A statement of its own, after the batch's
 /// commit, so it sees the jobs of a concurrent batch that won the key.
-async fn jobs_of_keys(pool: &PgPool, unwritten: &[&Pending]) -> Result<EarlierJobs, sqlx::Error> {
+async fn jobs_of_keys(
+    conn: &mut PgConnection,
+    unwritten: &[&Pending],
+) -> Result<EarlierJobs, sqlx::Error> {
     let owners: Vec<Option<Uuid>> = unwritten.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
     let keys: Vec<&str> = unwritten
         .iter()
@@ -351,7 +417,7 @@ async fn jobs_of_keys(pool: &PgPool, unwritten: &[&Pending]) -> Result<EarlierJo
     let found: Vec<KeyedJob> = sqlx::query_as(sqlx::AssertSqlSafe(JOBS_OF_KEYS.as_str()))
         .bind(owners)
         .bind(keys)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     Ok(found
         .into_iter()
@@ -392,7 +458,10 @@ struct KeyedJob {
 /// a key are admitted in submit order while the key's active jobs stay within its cap, and
 /// submits with an `Idempotency-Key` only when their key is new ([`CAPPED_INSERT`],
 /// [`IDEMPOTENT_INSERT`]).
-async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, sqlx::Error> {
+async fn insert_batch(
+    conn: &mut PgConnection,
+    batch: &[Pending],
+) -> Result<Vec<JobRow>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|p| p.id).collect();
     let urls: Vec<&str> = batch.iter().map(|p| p.url.as_str()).collect();
     let sources: Vec<&str> = batch.iter().map(|p| p.source.as_str()).collect();
@@ -419,13 +488,13 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .bind(callbacks)
         .bind(JobStatus::Queued);
     if !keyed && !idempotent {
-        return query.fetch_all(pool).await;
+        return query.fetch_all(conn).await;
     }
     let keys: Vec<Option<Uuid>> = batch.iter().map(|p| p.owner.map(|(k, _)| k)).collect();
     let caps: Vec<Option<i64>> = batch.iter().map(|p| p.owner.map(|(_, c)| c)).collect();
     let query = query.bind(keys).bind(caps);
     if !idempotent {
-        return query.fetch_all(pool).await;
+        return query.fetch_all(conn).await;
     }
     let idem: Vec<Option<&str>> = batch
         .iter()
@@ -435,7 +504,7 @@ async fn insert_batch(pool: &PgPool, batch: &[Pending]) -> Result<Vec<JobRow>, s
         .iter()
         .map(|p| p.idempotency.as_ref().map(|(_, h)| h.as_str()))
         .collect();
-    query.bind(idem).bind(hashes).fetch_all(pool).await
+    query.bind(idem).bind(hashes).fetch_all(conn).await
 }
 
 /// The batch `INSERT` when no submit in it has a key: nothing to count. The capped one

@@ -642,3 +642,82 @@ async fn a_batch_writes_its_keys_in_sorted_order_so_writers_of_the_same_keys_can
     holder.commit().await.unwrap();
     assert_eq!(batch.await.unwrap(), (Got::Replayed(y), Got::Replayed(x)));
 }
+
+/// The backends of this database (other than the asking one) whose last statement was a
+/// batch's `INSERT INTO jobs`.
+async fn backends_that_inserted(db: &TestDb) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+           AND pid <> pg_backend_pid() AND query LIKE 'INSERT INTO jobs%' ORDER BY pid",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Batches one after another are written on the one connection the writer keeps: taken from
+/// the pool each time, every batch paid sqlx's ping of an idle connection, and each pool
+/// connection prepared the statement again. The pool here has four connections open, which
+/// it hands out in turn.
+#[tokio::test]
+async fn batches_are_written_on_one_connection_kept_between_them() {
+    let db = TestDb::new().await;
+    let pool = clipstash_db::connect(&db.url.clone().into(), 4)
+        .await
+        .unwrap();
+    clipstash_db::open_all(&pool).await.unwrap();
+    let inserter = JobInserter::spawn(pool.clone(), 1);
+    for _ in 0..6 {
+        insert_all(&inserter, &[Uuid::now_v7()]).await[0]
+            .as_ref()
+            .unwrap();
+    }
+    assert_eq!(
+        backends_that_inserted(&db).await.len(),
+        1,
+        "batches went to more than one connection"
+    );
+}
+
+/// A kept connection that Postgres dropped while it was idle (a restart, a terminated
+/// backend) is not written on: after a second unused, it goes back through the pool, whose
+/// ping replaces it.
+#[tokio::test]
+async fn a_kept_connection_dropped_while_idle_is_replaced_before_the_next_batch() {
+    let db = TestDb::new().await;
+    let inserter = JobInserter::spawn(db.pool.clone(), 1);
+    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
+        .as_ref()
+        .unwrap();
+    let [writer] = backends_that_inserted(&db).await[..] else {
+        panic!("one connection wrote the batch");
+    };
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(writer)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(killed);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let id = Uuid::now_v7();
+    let row = insert_all(&inserter, &[id]).await.remove(0).unwrap().row;
+    assert_eq!(row.id, id);
+}
+
+/// Closing the pool (the API's last step of a shutdown) waits for every connection to come
+/// back: the writer gives back the ones it keeps, even while the inserter lives on.
+#[tokio::test]
+async fn closing_the_pool_takes_back_the_writers_kept_connection() {
+    let db = TestDb::new().await;
+    let pool = clipstash_db::connect(&db.url.clone().into(), 2)
+        .await
+        .unwrap();
+    let inserter = JobInserter::spawn(pool.clone(), 1);
+    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
+        .as_ref()
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), pool.close())
+        .await
+        .expect("the pool closed while the writer kept a connection");
+    drop(inserter);
+}
