@@ -8,7 +8,7 @@
 //! read `jobs_live_updated_at_idx` (whose `WHERE` the guard implies) or the status index,
 //! and it does whenever its statistics predate the active jobs: a burst of submits after the
 //! last `ANALYZE` (on a big table, 10% of it must change before autovacuum analyses again)
-//! made every claim and completion read every active job, 7 to 28 ms each with 10,000 queued
+//! made every claim and completion read every active job, 7 to 19 ms each with 10,000 active
 //! (docs/BENCHMARKS.md). A function of `status` is no index's condition, so the primary key
 //! is the only way in. Statements on many ids also give them as `id = ANY(ARRAY(...))`: an
 //! array the planner cannot see into counts as about ten rows, so it never prefers a
