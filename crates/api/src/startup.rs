@@ -67,15 +67,18 @@ impl Application {
     /// caller's decision (`main` installs it; tests may not).
     pub async fn build(settings: Settings, exporter: Exporter) -> anyhow::Result<Self> {
         let common = &settings.common;
+        // The batch writer keeps a connection of its own: the rest serve everything else.
         let pool = common
             .database
-            .connect(1)
+            .connect(SUBMIT_BATCHES_IN_FLIGHT as u32 + 1)
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         clipstash_db::check_schema(&pool).await?;
-        clipstash_db::open_all(&pool)
-            .await
-            .context("DATABASE_URL: cannot open the pool's connections")?;
+        // Best effort: a server that cannot give all of them now (its max_connections, a
+        // proxy's limit, a rolling deploy) still gets an API that opens them as needed.
+        if let Err(e) = clipstash_db::open_all(&pool).await {
+            tracing::warn!(error = %e, size = pool.size(), "could not open the whole Postgres pool at start");
+        }
         let queue = Queue::connect(&common.redis).await?;
         let storage = Storage::from_args(&common.storage)?;
         let access = &settings.access;

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,8 @@ struct Pending {
 
 impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
-    /// on a pooled connection the task keeps between batches), while at most `in_flight`
+    /// on a pooled connection the task keeps between batches, and gives back once unused
+    /// for a second), while at most `in_flight`
     /// committed ones go through their after-commit stage. It ends when the last clone is
     /// dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
@@ -200,65 +202,115 @@ async fn run(
     let held = Arc::new(Held {
         pool: pool.clone(),
         idle: Mutex::new(Vec::new()),
+        done: AtomicBool::new(false),
     });
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
     for conn in warm.into_iter().flatten() {
-        held.give_back(conn);
+        held.give_back(conn, Instant::now());
     }
-    // `PgPool::close` waits for every connection to come back: the kept ones go back as soon
-    // as it is called, and no batch keeps one after.
+    // Kept connections go back to the pool once unused for `HELD_IDLE` (the rest of the
+    // pool may need them), and at once when the pool closes (`PgPool::close` waits for
+    // every connection) or the writer ends.
+    let keeper = held.clone();
     let closing = pool.close_event();
-    let on_close = held.clone();
     tokio::spawn(async move {
-        closing.await;
-        on_close
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut closing = std::pin::pin!(closing);
+        loop {
+            tokio::select! {
+                _ = &mut closing => break,
+                _ = tokio::time::sleep(HELD_IDLE) => {}
+            }
+            if keeper.release_unused() {
+                break;
+            }
+        }
+        keeper.release_all();
     });
     // A batch gives its database slot back once committed, and takes one of these for its
     // after-commit stage: the next batch is written while this one is enqueued.
     let stages = Arc::new(Semaphore::new(in_flight));
+    let writer = held.clone();
     run_batches(rx, in_flight, MAX_BATCH, move |batch| {
-        let (held, after, stages) = (held.clone(), after.clone(), stages.clone());
+        let (held, after, stages) = (writer.clone(), after.clone(), stages.clone());
         async move { write(&held, batch, after, stages).await }
     })
     .await;
+    held.done.store(true, Ordering::Relaxed);
+    held.release_all();
 }
 
-/// A held connection unused for longer than this goes back through the pool, whose ping
-/// replaces a connection Postgres has dropped (a restart, an idle timeout).
+/// A kept connection unused for longer than this goes back to the pool, whose ping replaces
+/// a connection Postgres has dropped (a restart, an idle timeout) before the next batch.
 const HELD_IDLE: Duration = Duration::from_secs(1);
+
+/// A connection is kept at most this long in a row, so the pool's `max_lifetime` (30 min)
+/// still recycles it under unbroken load.
+const HELD_AT_MOST: Duration = Duration::from_secs(600);
 
 /// The connections batches are written on, kept by the writer between batches. Taking one
 /// from the pool for every batch cost a round trip (sqlx pings an idle connection before
 /// handing it out), and each pool connection's first batch prepared the statement and
 /// looked its types up (3-5 ms): with one batch in flight, both were on every submit's path,
 /// and the second made the first second after a start slow (docs/BENCHMARKS.md).
+///
+/// The price: a batch on a kept connection that Postgres dropped within [`HELD_IDLE`] of its
+/// last batch fails (its submits are answered with the database error), where the pool's
+/// ping would have replaced the connection first; any batch in flight when Postgres goes
+/// away fails the same way.
 struct Held {
     pool: PgPool,
-    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    idle: Mutex<Vec<Kept>>,
+    /// The writer has ended: nothing is kept any more.
+    done: AtomicBool,
+}
+
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    used: Instant,
+    /// When the writer took it from the pool.
+    since: Instant,
 }
 
 impl Held {
-    /// A connection used within [`HELD_IDLE`], else one from the pool. A stale one goes
-    /// back to the pool as it is dropped, which checks it before handing it out again.
-    async fn take(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    /// A kept connection used within [`HELD_IDLE`], else one from the pool; with the time
+    /// it left the pool. A stale one goes back to the pool as it is dropped, and the pool
+    /// checks it before handing it out again.
+    async fn take(&self) -> Result<(PoolConnection<Postgres>, Instant), sqlx::Error> {
         let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match kept {
-            Some((conn, since)) if since.elapsed() < HELD_IDLE => Ok(conn),
-            _ => self.pool.acquire().await,
+            Some(k) if k.used.elapsed() < HELD_IDLE && k.since.elapsed() < HELD_AT_MOST => {
+                Ok((k.conn, k.since))
+            }
+            _ => Ok((self.pool.acquire().await?, Instant::now())),
         }
     }
 
-    /// Keeps `conn` for the next batch, unless the pool is closing. A connection whose batch
-    /// failed is dropped instead (back to the pool, which checks it).
-    fn give_back(&self, conn: PoolConnection<Postgres>) {
+    /// Keeps `conn` for the next batch, unless the pool is closing or the writer has ended.
+    /// A connection whose batch failed is dropped instead (back to the pool, which checks
+    /// it).
+    fn give_back(&self, conn: PoolConnection<Postgres>, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.pool.is_closed() {
-            idle.push((conn, Instant::now()));
+        if !self.pool.is_closed() && !self.done.load(Ordering::Relaxed) {
+            idle.push(Kept {
+                conn,
+                used: Instant::now(),
+                since,
+            });
         }
+    }
+
+    /// Gives the pool back every kept connection unused for [`HELD_IDLE`]; returns whether
+    /// the writer has ended.
+    fn release_unused(&self) -> bool {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k| k.used.elapsed() < HELD_IDLE);
+        self.done.load(Ordering::Relaxed)
+    }
+
+    fn release_all(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 
@@ -307,8 +359,8 @@ async fn write(
     after: Option<AfterCommit>,
     stages: Arc<Semaphore>,
 ) {
-    let mut conn = match held.take().await {
-        Ok(conn) => conn,
+    let (mut conn, since) = match held.take().await {
+        Ok(taken) => taken,
         Err(e) => return fail_all(batch, e),
     };
     let written = match insert_batch(&mut conn, &batch).await {
@@ -335,7 +387,7 @@ async fn write(
         jobs_of_keys(&mut conn, &unwritten).await.map_err(Arc::new)
     };
     if earlier.is_ok() {
-        held.give_back(conn);
+        held.give_back(conn, since);
     }
     // Waiting here keeps the database slot (not its connection): at most `in_flight`
     // batches are in their stage, and at most `in_flight` more committed ones wait for one.

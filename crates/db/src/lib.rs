@@ -63,7 +63,9 @@ pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool,
 
 /// Opens every connection `pool` may hold and leaves them idle in it, so that the first burst
 /// of requests does not open them all at once (a process forked by Postgres and a
-/// handshake each, on a server that is busy with the burst).
+/// handshake each, on a server that is busy with the burst). The pool closes idle ones
+/// again after its idle timeout (10 minutes). On an error, the connections opened so far
+/// stay in the pool.
 pub async fn open_all(pool: &PgPool) -> Result<(), sqlx::Error> {
     let n = pool.options().get_max_connections();
     let held = futures_util::future::try_join_all((0..n).map(|_| pool.acquire())).await?;

@@ -11,8 +11,8 @@
 //! made every claim and completion read every active job, 7 to 19 ms each with 10,000 active
 //! (docs/BENCHMARKS.md). A function of `status` is no index's condition, so the primary key
 //! is the only way in. Statements on many ids also give them as `id = ANY(ARRAY(...))`: an
-//! array the planner cannot see into counts as about ten rows, so it never prefers a
-//! sequential scan, as it may for a 64-row batch on a table it thinks small.
+//! array the planner cannot see into counts as about ten rows, so it does not prefer a
+//! sequential scan for a batch, as it did for a 64-row one on a table it thought small.
 
 use clipstash_domain::{ErrorCode, JobStatus, StoredObject, Transition};
 use sqlx::{FromRow, PgConnection, PgPool, Row};

@@ -705,7 +705,8 @@ async fn a_kept_connection_dropped_while_idle_is_replaced_before_the_next_batch(
 }
 
 /// Closing the pool (the API's last step of a shutdown) waits for every connection to come
-/// back: the writer gives back the ones it keeps, even while the inserter lives on.
+/// back: the writer gives back the ones it keeps at once (not a second later, when unused
+/// ones go back), even while the inserter lives on.
 #[tokio::test]
 async fn closing_the_pool_takes_back_the_writers_kept_connection() {
     let db = TestDb::new().await;
@@ -716,8 +717,29 @@ async fn closing_the_pool_takes_back_the_writers_kept_connection() {
     insert_all(&inserter, &[Uuid::now_v7()]).await[0]
         .as_ref()
         .unwrap();
-    tokio::time::timeout(std::time::Duration::from_secs(5), pool.close())
+    tokio::time::timeout(std::time::Duration::from_millis(500), pool.close())
         .await
         .expect("the pool closed while the writer kept a connection");
+    drop(inserter);
+}
+
+/// A kept connection goes back to the pool once no batch has used it for a second: the rest
+/// of the pool (key look-ups, reads) may need it.
+#[tokio::test]
+async fn an_unused_kept_connection_goes_back_to_the_pool() {
+    let db = TestDb::new().await;
+    let pool = clipstash_db::connect(&db.url.clone().into(), 2)
+        .await
+        .unwrap();
+    let inserter = JobInserter::spawn(pool.clone(), 1);
+    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
+        .as_ref()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(
+        pool.num_idle(),
+        pool.size() as usize,
+        "a connection is still kept"
+    );
     drop(inserter);
 }

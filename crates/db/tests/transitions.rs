@@ -370,8 +370,9 @@ async fn transitions_read_their_jobs_by_primary_key_whatever_the_statistics_say(
     let mut step = async |name: &str, jobs: i64| {
         let after = jobs_rows_read(&session).await;
         let read = after - before;
+        // Each job's index entries, its foreign keys' checks: tens per job, not thousands.
         assert!(
-            read <= 5 * jobs + 10,
+            read <= 20 * jobs + 50,
             "{name} read {read} rows of jobs for {jobs} jobs, with 4,000 active"
         );
         before = after;
@@ -442,7 +443,7 @@ async fn a_batch_on_a_table_never_analysed_is_read_by_primary_key() {
     drop(conn);
     let claimed = jobs_rows_read(&session).await;
     assert!(
-        claimed - before <= 5 * 64 + 10,
+        claimed - before <= 20 * 64 + 50,
         "the claim of 64 read {} rows of jobs",
         claimed - before
     );
@@ -454,7 +455,7 @@ async fn a_batch_on_a_table_never_analysed_is_read_by_primary_key() {
     drop(conn);
     let read = jobs_rows_read(&session).await - claimed;
     assert!(
-        read <= 5 * 64 + 10,
+        read <= 20 * 64 + 50,
         "the completion of 64 read {read} rows of jobs"
     );
 }
