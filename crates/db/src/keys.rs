@@ -158,14 +158,18 @@ pub async fn find_live_key(
     .await
 }
 
-/// Records that the key was used, unless that was recorded less than a minute ago (so many
-/// replicas write each key's row at most about once a minute).
-pub async fn touch_last_used(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+/// Records that the keys were used, except those recorded less than a minute ago (so many
+/// replicas write each key's row at most about once a minute). One statement however many
+/// keys: their rows are locked in id order first, the order a batch of submits locks them
+/// in, so the two cannot deadlock.
+pub async fn touch_last_used(pool: &PgPool, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE api_keys SET last_used_at = now() WHERE id = $1 \
-         AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+        "WITH t AS (SELECT id FROM api_keys WHERE id = ANY($1) \
+           AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute') \
+           ORDER BY id FOR NO KEY UPDATE) \
+         UPDATE api_keys k SET last_used_at = now() FROM t WHERE k.id = t.id",
     )
-    .bind(id)
+    .bind(ids)
     .execute(pool)
     .await?;
     Ok(())

@@ -1,7 +1,8 @@
 //! The key lookup cache. Every request presents its key; looking it up in Postgres each time
 //! would put a round trip on every request. A lookup (found or not) is kept here for `ttl`,
 //! keyed by the key's SHA-256, so a key revoked in Postgres is refused by every replica at
-//! most `ttl` later. `last_used_at` is written at most once a minute per key and process.
+//! most `ttl` later. `last_used_at` is written at most once a minute per key and process,
+//! in the background, the keys due at once in one statement.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,14 @@ pub struct KeyCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
     touched: Mutex<HashMap<Uuid, Instant>>,
+    writes: Arc<Mutex<Touches>>,
+}
+
+/// Keys whose use is due to be written, and whether a task is writing.
+#[derive(Default)]
+struct Touches {
+    due: Vec<Uuid>,
+    writing: bool,
 }
 
 impl KeyCache {
@@ -36,6 +45,7 @@ impl KeyCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
+            writes: Arc::default(),
         }
     }
 
@@ -80,7 +90,10 @@ impl KeyCache {
         Ok(row)
     }
 
-    /// Records the key's use in the background when this process has not for a minute.
+    /// Records the key's use in the background when this process has not for a minute. One
+    /// task writes whatever keys fell due while it wrote the last ones, in one statement: a
+    /// burst of keys (every key's first request after a start, then each minute) was one
+    /// commit per key, each waiting for the key rows a batch of submits held.
     fn touch(&self, pool: &PgPool, id: Uuid) {
         {
             let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,10 +102,28 @@ impl KeyCache {
             }
             touched.insert(id, Instant::now());
         }
-        let pool = pool.clone();
+        {
+            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+            writes.due.push(id);
+            if writes.writing {
+                return;
+            }
+            writes.writing = true;
+        }
+        let (pool, writes) = (pool.clone(), self.writes.clone());
         tokio::spawn(async move {
-            if let Err(e) = keys::touch_last_used(&pool, id).await {
-                tracing::warn!(key_id = %id, error = %e, "recording a key's last use");
+            loop {
+                let ids = {
+                    let mut w = writes.lock().unwrap_or_else(|e| e.into_inner());
+                    if w.due.is_empty() {
+                        w.writing = false;
+                        return;
+                    }
+                    std::mem::take(&mut w.due)
+                };
+                if let Err(e) = keys::touch_last_used(&pool, &ids).await {
+                    tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
+                }
             }
         });
     }
