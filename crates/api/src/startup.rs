@@ -95,7 +95,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("REDIS_URL: cannot connect: {e}"))?;
         let access = Access {
             mode: access.auth,
-            cache: KeyCache::new(access.auth_cache_ttl),
+            cache: KeyCache::new(access.auth_cache_ttl, pool.clone()),
             limiter: RateLimiter::new(limiter_conn.clone(), &common.redis.queue),
             default_rate_per_minute: access.rate_per_minute,
             default_max_active_jobs: access.max_active_jobs,

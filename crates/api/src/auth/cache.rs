@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clipstash_db::batch::run_batches;
 use clipstash_db::{KeyRow, keys};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::keys::hash_key;
@@ -18,6 +20,8 @@ use super::keys::hash_key;
 /// cache starts over (a flood of random keys cannot grow memory without bound).
 const MAX_ENTRIES: usize = 10_000;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Most keys whose use waits to be written; past it a key's use is written a minute later.
+const MAX_TOUCHES: usize = 1_024;
 
 struct Entry {
     row: Option<Arc<KeyRow>>,
@@ -29,23 +33,29 @@ pub struct KeyCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
     touched: Mutex<HashMap<Uuid, Instant>>,
-    writes: Arc<Mutex<Touches>>,
-}
-
-/// Keys whose use is due to be written, and whether a task is writing.
-#[derive(Default)]
-struct Touches {
-    due: Vec<Uuid>,
-    writing: bool,
+    touches: mpsc::Sender<Uuid>,
 }
 
 impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
+    /// Starts the task that writes keys' uses on `pool`: whatever keys fell due while it
+    /// wrote the last ones, in one statement. A burst of keys (every key's first request
+    /// after a start, then each minute) was one commit per key, each waiting for the key
+    /// rows a batch of submits held.
+    pub fn new(ttl: Duration, pool: PgPool) -> Self {
+        let (touches, rx) = mpsc::channel(MAX_TOUCHES);
+        tokio::spawn(run_batches(rx, 1, MAX_TOUCHES, move |ids: Vec<Uuid>| {
+            let pool = pool.clone();
+            async move {
+                if let Err(e) = keys::touch_last_used(&pool, &ids).await {
+                    tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
+                }
+            }
+        }));
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
-            writes: Arc::default(),
+            touches,
         }
     }
 
@@ -85,16 +95,13 @@ impl KeyCache {
             }
         };
         if let Some(r) = &row {
-            self.touch(pool, r.id);
+            self.touch(r.id);
         }
         Ok(row)
     }
 
-    /// Records the key's use in the background when this process has not for a minute. One
-    /// task writes whatever keys fell due while it wrote the last ones, in one statement: a
-    /// burst of keys (every key's first request after a start, then each minute) was one
-    /// commit per key, each waiting for the key rows a batch of submits held.
-    fn touch(&self, pool: &PgPool, id: Uuid) {
+    /// Records the key's use in the background when this process has not for a minute.
+    fn touch(&self, id: Uuid) {
         {
             let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
             if touched.get(&id).is_some_and(|t| t.elapsed() < TOUCH_EVERY) {
@@ -102,29 +109,7 @@ impl KeyCache {
             }
             touched.insert(id, Instant::now());
         }
-        {
-            let mut writes = self.writes.lock().unwrap_or_else(|e| e.into_inner());
-            writes.due.push(id);
-            if writes.writing {
-                return;
-            }
-            writes.writing = true;
-        }
-        let (pool, writes) = (pool.clone(), self.writes.clone());
-        tokio::spawn(async move {
-            loop {
-                let ids = {
-                    let mut w = writes.lock().unwrap_or_else(|e| e.into_inner());
-                    if w.due.is_empty() {
-                        w.writing = false;
-                        return;
-                    }
-                    std::mem::take(&mut w.due)
-                };
-                if let Err(e) = keys::touch_last_used(&pool, &ids).await {
-                    tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
-                }
-            }
-        });
+        // Full: the writer is behind by a thousand keys; this one is written next minute.
+        let _ = self.touches.try_send(id);
     }
 }
