@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,9 +105,8 @@ struct Pending {
 impl JobInserter {
     /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
     /// on a pooled connection the task keeps between batches, and gives back once unused
-    /// for a second), while at most `in_flight`
-    /// committed ones go through their after-commit stage. It ends when the last clone is
-    /// dropped.
+    /// for a second), while at most `in_flight` committed ones go through their after-commit
+    /// stage. It ends when the last clone is dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
         Self::start(pool, in_flight, None)
     }
@@ -202,7 +200,6 @@ async fn run(
     let held = Arc::new(Held {
         pool: pool.clone(),
         idle: Mutex::new(Vec::new()),
-        done: AtomicBool::new(false),
     });
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
     for conn in warm.into_iter().flatten() {
@@ -210,33 +207,31 @@ async fn run(
     }
     // Kept connections go back to the pool once unused for `HELD_IDLE` (the rest of the
     // pool may need them), and at once when the pool closes (`PgPool::close` waits for
-    // every connection) or the writer ends.
-    let keeper = held.clone();
+    // every connection). When the writer and its last batch end, `Held` drops with them.
+    let keeper = Arc::downgrade(&held);
     let closing = pool.close_event();
     tokio::spawn(async move {
         let mut closing = std::pin::pin!(closing);
         loop {
-            tokio::select! {
-                _ = &mut closing => break,
-                _ = tokio::time::sleep(HELD_IDLE) => {}
-            }
-            if keeper.release_unused() {
-                break;
+            let closed = tokio::select! {
+                _ = &mut closing => true,
+                _ = tokio::time::sleep(HELD_IDLE) => false,
+            };
+            let Some(held) = keeper.upgrade() else { return };
+            held.release(closed);
+            if closed {
+                return;
             }
         }
-        keeper.release_all();
     });
     // A batch gives its database slot back once committed, and takes one of these for its
     // after-commit stage: the next batch is written while this one is enqueued.
     let stages = Arc::new(Semaphore::new(in_flight));
-    let writer = held.clone();
     run_batches(rx, in_flight, MAX_BATCH, move |batch| {
-        let (held, after, stages) = (writer.clone(), after.clone(), stages.clone());
+        let (held, after, stages) = (held.clone(), after.clone(), stages.clone());
         async move { write(&held, batch, after, stages).await }
     })
     .await;
-    held.done.store(true, Ordering::Relaxed);
-    held.release_all();
 }
 
 /// A kept connection unused for longer than this goes back to the pool, whose ping replaces
@@ -260,8 +255,6 @@ const HELD_AT_MOST: Duration = Duration::from_secs(600);
 struct Held {
     pool: PgPool,
     idle: Mutex<Vec<Kept>>,
-    /// The writer has ended: nothing is kept any more.
-    done: AtomicBool,
 }
 
 struct Kept {
@@ -285,12 +278,11 @@ impl Held {
         }
     }
 
-    /// Keeps `conn` for the next batch, unless the pool is closing or the writer has ended.
-    /// A connection whose batch failed is dropped instead (back to the pool, which checks
-    /// it).
+    /// Keeps `conn` for the next batch, unless the pool is closing. A connection whose batch
+    /// failed is dropped instead (back to the pool, which checks it).
     fn give_back(&self, conn: PoolConnection<Postgres>, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if !self.pool.is_closed() && !self.done.load(Ordering::Relaxed) {
+        if !self.pool.is_closed() {
             idle.push(Kept {
                 conn,
                 used: Instant::now(),
@@ -299,18 +291,12 @@ impl Held {
         }
     }
 
-    /// Gives the pool back every kept connection unused for [`HELD_IDLE`]; returns whether
-    /// the writer has ended.
-    fn release_unused(&self) -> bool {
+    /// Gives the pool back every kept connection unused for [`HELD_IDLE`], or all of them.
+    fn release(&self, all: bool) {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|k| k.used.elapsed() < HELD_IDLE);
-        self.done.load(Ordering::Relaxed)
-    }
-
-    fn release_all(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            .retain(|k| !all && k.used.elapsed() < HELD_IDLE);
     }
 }
 
