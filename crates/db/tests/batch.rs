@@ -27,6 +27,14 @@ async fn insert_all(inserter: &JobInserter, ids: &[Uuid]) -> Vec<Inserted> {
     .await
 }
 
+/// Submits one direct job and waits for its commit.
+async fn insert_one(inserter: &JobInserter) -> JobRow {
+    let id = Uuid::now_v7();
+    let row = insert_all(inserter, &[id]).await.remove(0).unwrap().row;
+    assert_eq!(row.id, id);
+    row
+}
+
 /// Concurrent submits share commits, and each caller gets back exactly its own row, with
 /// every option it asked for, already in the table.
 #[tokio::test]
@@ -668,9 +676,7 @@ async fn batches_are_written_on_one_connection_kept_between_them() {
     clipstash_db::open_all(&pool).await.unwrap();
     let inserter = JobInserter::spawn(pool.clone(), 1);
     for _ in 0..6 {
-        insert_all(&inserter, &[Uuid::now_v7()]).await[0]
-            .as_ref()
-            .unwrap();
+        insert_one(&inserter).await;
     }
     assert_eq!(
         backends_that_inserted(&db).await.len(),
@@ -686,9 +692,7 @@ async fn batches_are_written_on_one_connection_kept_between_them() {
 async fn a_kept_connection_dropped_while_idle_is_replaced_before_the_next_batch() {
     let db = TestDb::new().await;
     let inserter = JobInserter::spawn(db.pool.clone(), 1);
-    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
-        .as_ref()
-        .unwrap();
+    insert_one(&inserter).await;
     let [writer] = backends_that_inserted(&db).await[..] else {
         panic!("one connection wrote the batch");
     };
@@ -699,9 +703,7 @@ async fn a_kept_connection_dropped_while_idle_is_replaced_before_the_next_batch(
         .unwrap();
     assert!(killed);
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
-    let id = Uuid::now_v7();
-    let row = insert_all(&inserter, &[id]).await.remove(0).unwrap().row;
-    assert_eq!(row.id, id);
+    insert_one(&inserter).await;
 }
 
 /// Closing the pool (the API's last step of a shutdown) waits for every connection to come
@@ -714,9 +716,7 @@ async fn closing_the_pool_takes_back_the_writers_kept_connection() {
         .await
         .unwrap();
     let inserter = JobInserter::spawn(pool.clone(), 1);
-    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
-        .as_ref()
-        .unwrap();
+    insert_one(&inserter).await;
     tokio::time::timeout(std::time::Duration::from_millis(500), pool.close())
         .await
         .expect("the pool closed while the writer kept a connection");
@@ -732,9 +732,7 @@ async fn an_unused_kept_connection_goes_back_to_the_pool() {
         .await
         .unwrap();
     let inserter = JobInserter::spawn(pool.clone(), 1);
-    insert_all(&inserter, &[Uuid::now_v7()]).await[0]
-        .as_ref()
-        .unwrap();
+    insert_one(&inserter).await;
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     assert_eq!(
         pool.num_idle(),
