@@ -126,6 +126,9 @@ test: services
     eval "$(deploy/ytdlp/ensure.sh)"; export CLIPSTASH_YTDLP
     cargo build --workspace --bins
     cargo test --workspace
+    # The patched metrics-exporter-prometheus is not a workspace member: upstream's own tests,
+    # which check every line of the text render (crates/metrics-exporter-prometheus/CLIPSTASH.md).
+    cargo test --locked --lib --no-default-features --manifest-path crates/metrics-exporter-prometheus/Cargo.toml
     # Schemathesis against an API and a worker of its own (docs/API.md); under 3 minutes.
     deploy/fuzz/run.sh
 

@@ -95,3 +95,94 @@ fn process_collector() -> &'static metrics_process::Collector {
         LazyLock::new(metrics_process::Collector::default);
     &COLLECTOR
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+
+    /// The family of a sample line: its name without a histogram's suffix.
+    fn family(line: &str) -> &str {
+        let name = &line[..line.find(['{', ' ']).unwrap_or(line.len())];
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name)
+    }
+
+    // The exposition's text comes from the patched metrics-exporter-prometheus
+    // (crates/metrics-exporter-prometheus/CLIPSTASH.md), which prepares each series' text once
+    // and orders the series; upstream's own tests there check every line's format.
+    #[test]
+    fn a_render_keeps_each_family_together_orders_its_series_and_shows_current_values() {
+        let exporter = Exporter::detached(Component::Api);
+        let record = |i: u64, n: u64| {
+            exporter.scoped(|| {
+                metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => "GET",
+                    "endpoint" => format!("/v1/e/{i}"), "status" => "2xx")
+                .increment(n);
+                metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => "GET",
+                    "endpoint" => format!("/v1/e/{i}"))
+                .record(0.003);
+            })
+        };
+        for i in (0..40).rev() {
+            record(i, 1);
+        }
+
+        let text = exporter.render();
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let mut seen: Vec<&str> = Vec::new();
+        for line in &samples {
+            let f = family(line);
+            if seen.last() != Some(&f) {
+                assert!(!seen.contains(&f), "{f} is split in two:\n{text}");
+                seen.push(f);
+            }
+        }
+        let counters: Vec<&str> = samples
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .collect();
+        assert_eq!(counters.len(), 40, "{text}");
+        let keys: Vec<&str> = counters
+            .iter()
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        assert!(
+            keys.is_sorted(),
+            "series not in order:\n{}",
+            keys.join("\n")
+        );
+        assert_eq!(
+            exporter.render(),
+            text,
+            "a second render of the same values differs"
+        );
+
+        record(7, 5);
+        let after = exporter.render();
+        let line = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("http_requests_total{") && l.contains("\"/v1/e/7\""))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            line(&text).as_deref(),
+            Some(r#"http_requests_total{method="GET",endpoint="/v1/e/7",status="2xx"} 1"#)
+        );
+        assert_eq!(
+            line(&after).as_deref(),
+            Some(r#"http_requests_total{method="GET",endpoint="/v1/e/7",status="2xx"} 6"#)
+        );
+        assert!(
+            after.contains(
+                r#"http_request_duration_seconds_count{method="GET",endpoint="/v1/e/7"} 2"#
+            )
+        );
+    }
+}

@@ -117,6 +117,7 @@ impl LabelSet {
 }
 
 #[derive(Debug)]
+#[cfg_attr(not(feature = "protobuf"), allow(dead_code))]
 pub struct Snapshot {
     pub counters: HashMap<String, HashMap<LabelSet, u64>>,
     pub gauges: HashMap<String, HashMap<LabelSet, f64>>,

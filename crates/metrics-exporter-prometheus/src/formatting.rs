@@ -91,6 +91,58 @@ pub fn write_metric_line<T, T2>(
     let _ = writeln!(buffer, " {value}");
 }
 
+/// The name of a metric family's sample lines (with its unit and `suffix`), as
+/// [`write_metric_line`] writes it: built once per family and render, not once per line.
+pub(crate) fn metric_name(name: &str, unit: Option<Unit>, suffix: Option<&'static str>) -> String {
+    let mut buffer = String::with_capacity(name.len() + 16);
+    add_metric_name(&mut buffer, name, unit, suffix);
+    buffer
+}
+
+/// A label set as [`write_metric_line`] writes it between the braces (`k="v",k2="v2"`),
+/// sanitized once per series and render instead of once per line.
+pub(crate) fn render_labels(labels: &LabelSet) -> String {
+    let mut buffer = String::new();
+    for (k, v) in &labels.labels {
+        if !buffer.is_empty() {
+            buffer.push(',');
+        }
+        buffer.push_str(&sanitize_label_key(k));
+        buffer.push_str("=\"");
+        buffer.push_str(&sanitize_label_value(v));
+        buffer.push('"');
+    }
+    buffer
+}
+
+/// [`write_metric_line`] with its parts prepared: the full `name` ([`metric_name`]), the
+/// rendered `labels` ([`render_labels`]) and the extra label's value already text. Writes
+/// the same bytes.
+pub(crate) fn write_prepared_line<T2: std::fmt::Display>(
+    buffer: &mut String,
+    name: &str,
+    labels: &str,
+    additional_label: Option<(&'static str, &str)>,
+    value: T2,
+) {
+    buffer.push_str(name);
+    if !labels.is_empty() || additional_label.is_some() {
+        buffer.push('{');
+        buffer.push_str(labels);
+        if let Some((name, value)) = additional_label {
+            if !labels.is_empty() {
+                buffer.push(',');
+            }
+            buffer.push_str(name);
+            buffer.push_str("=\"");
+            buffer.push_str(value);
+            buffer.push('"');
+        }
+        buffer.push('}');
+    }
+    let _ = writeln!(buffer, " {value}");
+}
+
 fn add_metric_name(
     buffer: &mut String,
     name: &str,

@@ -1,20 +1,23 @@
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::io;
 #[cfg(feature = "protobuf")]
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use indexmap::IndexMap;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{Recency, Registry};
+use metrics_util::KeyHasher;
 use quanta::Instant;
 
 use crate::common::{LabelSet, Snapshot};
 use crate::distribution::{Distribution, DistributionBuilder};
 use crate::formatting::{
-    sanitize_metric_name, write_help_line, write_metric_line, write_type_line,
+    metric_name, render_labels, sanitize_metric_name, write_help_line, write_prepared_line,
+    write_type_line,
 };
 use crate::registry::GenerationalAtomicStorage;
 
@@ -51,9 +54,61 @@ pub(crate) struct Inner {
     pub global_labels: IndexMap<String, String>,
     pub enable_unit_suffix: bool,
     pub counter_suffix: Option<&'static str>,
+    /// Each key's series as the text exposition writes it (see [`Series`]).
+    pub(crate) series: Mutex<SeriesCache>,
+    /// Counts text renders, to stamp the series each one saw.
+    pub(crate) render_epoch: AtomicU64,
+}
+
+/// What the text exposition writes for one key, prepared when the key is first rendered
+/// instead of at every render: sanitizing names and labels, and formatting the labels of
+/// every line, were most of a render's time.
+#[derive(Debug)]
+pub(crate) struct Series {
+    name: String,
+    rendered: String,
+    /// The last render that saw this key.
+    seen: AtomicU64,
+}
+
+pub(crate) type SeriesCache = HashMap<Key, Arc<Series>, BuildHasherDefault<KeyHasher>>;
+
+/// The counters' or the gauges' sample lines of one render, ordered by family.
+enum FamilyValues<'a> {
+    Counters(&'a [(Arc<Series>, u64)]),
+    Gauges(&'a [(Arc<Series>, f64)]),
+}
+
+impl FamilyValues<'_> {
+    fn len(&self) -> usize {
+        match self {
+            FamilyValues::Counters(v) => v.len(),
+            FamilyValues::Gauges(v) => v.len(),
+        }
+    }
+
+    fn name(&self, i: usize) -> &str {
+        match self {
+            FamilyValues::Counters(v) => &v[i].0.name,
+            FamilyValues::Gauges(v) => &v[i].0.name,
+        }
+    }
+
+    fn write_line(&self, buffer: &mut String, line_name: &str, i: usize) {
+        match self {
+            FamilyValues::Counters(v) => {
+                write_prepared_line(buffer, line_name, &v[i].0.rendered, None, v[i].1)
+            }
+            FamilyValues::Gauges(v) => {
+                write_prepared_line(buffer, line_name, &v[i].0.rendered, None, v[i].1)
+            }
+        }
+    }
 }
 
 impl Inner {
+    // The protobuf exposition's snapshot; the text one is [`Inner::text_snapshot`].
+    #[cfg_attr(not(feature = "protobuf"), allow(dead_code))]
     fn get_recent_metrics(&self) -> Snapshot {
         let mut counters = HashMap::new();
         let counter_handles = self.registry.get_counter_handles();
@@ -89,7 +144,17 @@ impl Inner {
 
         // Update distributions
         self.drain_histograms_to_distributions();
-        // Remove expired histograms
+        self.forget_expired_histograms();
+
+        let distributions =
+            self.distributions.read().unwrap_or_else(PoisonError::into_inner).clone();
+
+        Snapshot { counters, gauges, distributions }
+    }
+
+    /// Removes the distributions of histograms the recency check expires (deleting them from
+    /// the registry).
+    fn forget_expired_histograms(&self) {
         let histogram_handles = self.registry.get_histogram_handles();
         for (key, histogram) in histogram_handles {
             let gen = histogram.get_generation();
@@ -114,11 +179,6 @@ impl Inner {
                 }
             }
         }
-
-        let distributions =
-            self.distributions.read().unwrap_or_else(PoisonError::into_inner).clone();
-
-        Snapshot { counters, gauges, distributions }
     }
 
     /// Drains histogram samples into distribution.
@@ -139,76 +199,110 @@ impl Inner {
         }
     }
 
+    /// The series of `key` as the text exposition writes it, prepared once per key (its
+    /// sanitized name, its labels and their rendered text) and stamped with this render.
+    fn prepared(&self, cache: &mut SeriesCache, key: &Key, epoch: u64) -> Arc<Series> {
+        let series = match cache.get(key) {
+            Some(series) => Arc::clone(series),
+            None => {
+                let labels = LabelSet::from_key_and_global(key, &self.global_labels);
+                let series = Arc::new(Series {
+                    name: sanitize_metric_name(key.name()),
+                    rendered: render_labels(&labels),
+                    seen: AtomicU64::new(epoch),
+                });
+                cache.insert(key.clone(), Arc::clone(&series));
+                series
+            }
+        };
+        series.seen.store(epoch, Ordering::Relaxed);
+        series
+    }
+
+    /// Counters and gauges for the text exposition: each family's series together, ordered
+    /// by name and labels; of two keys that sanitize to the same series, one is kept (as
+    /// [`Inner::get_recent_metrics`] keeps one).
+    fn text_snapshot(&self) -> (Vec<(Arc<Series>, u64)>, Vec<(Arc<Series>, f64)>) {
+        let mut cache = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.render_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+
+        let mut counters = Vec::new();
+        for (key, counter) in self.registry.get_counter_handles() {
+            let gen = counter.get_generation();
+            if !self.recency.should_store_counter(&key, gen, &self.registry) {
+                continue;
+            }
+            let value = counter.get_inner().load(Ordering::Acquire);
+            counters.push((self.prepared(&mut cache, &key, epoch), value));
+        }
+
+        let mut gauges = Vec::new();
+        for (key, gauge) in self.registry.get_gauge_handles() {
+            let gen = gauge.get_generation();
+            if !self.recency.should_store_gauge(&key, gen, &self.registry) {
+                continue;
+            }
+            let value = f64::from_bits(gauge.get_inner().load(Ordering::Acquire));
+            gauges.push((self.prepared(&mut cache, &key, epoch), value));
+        }
+
+        // Forget the series of keys the registry no longer holds.
+        if cache.len() > counters.len() + gauges.len() {
+            cache.retain(|_, series| series.seen.load(Ordering::Relaxed) == epoch);
+        }
+        drop(cache);
+
+        fn order<V>(series: &mut Vec<(Arc<Series>, V)>) {
+            series.sort_by(|(a, _), (b, _)| (&a.name, &a.rendered).cmp(&(&b.name, &b.rendered)));
+            series.dedup_by(|(a, _), (b, _)| a.name == b.name && a.rendered == b.rendered);
+        }
+        order(&mut counters);
+        order(&mut gauges);
+        (counters, gauges)
+    }
+
     fn render_to_write(&self, output: &mut impl io::Write) -> io::Result<()> {
-        let Snapshot { mut counters, mut distributions, mut gauges } = self.get_recent_metrics();
+        let (counters, gauges) = self.text_snapshot();
+        self.drain_histograms_to_distributions();
+        self.forget_expired_histograms();
 
         let mut intermediate = String::new();
         self.commit_outstanding_description_writes();
         let descriptions = self.read_handle();
 
-        for (name, mut by_labels) in counters.drain() {
-            let unit = descriptions.get_one(name.as_str()).and_then(|entry| {
-                let (desc, unit) = &*entry;
-                let unit = unit.filter(|_| self.enable_unit_suffix);
-                write_help_line(&mut intermediate, name.as_str(), unit, self.counter_suffix, desc);
-                unit
-            });
+        for (kind, suffix, family) in [
+            ("counter", self.counter_suffix, FamilyValues::Counters(&counters)),
+            ("gauge", None, FamilyValues::Gauges(&gauges)),
+        ] {
+            let mut at = 0;
+            while at < family.len() {
+                let name = family.name(at);
+                let end = at + (at..family.len()).take_while(|&i| family.name(i) == name).count();
 
-            write_type_line(&mut intermediate, name.as_str(), unit, self.counter_suffix, "counter");
-
-            // A chunk is emitted here, just in case there are a large number of sets below.
-            output.write_all(intermediate.as_bytes())?;
-            intermediate.clear();
-
-            for (labels, value) in by_labels.drain() {
-                write_metric_line::<&str, u64>(
-                    &mut intermediate,
-                    &name,
-                    self.counter_suffix,
-                    &labels,
-                    None,
-                    value,
-                    unit,
-                );
-                // Each set gets its own write invocation.
+                let unit = descriptions.get_one(name).and_then(|entry| {
+                    let (desc, unit) = &*entry;
+                    let unit = unit.filter(|_| self.enable_unit_suffix);
+                    write_help_line(&mut intermediate, name, unit, suffix, desc);
+                    unit
+                });
+                write_type_line(&mut intermediate, name, unit, suffix, kind);
                 output.write_all(intermediate.as_bytes())?;
                 intermediate.clear();
+
+                let line_name = metric_name(name, unit, suffix);
+                for i in at..end {
+                    family.write_line(&mut intermediate, &line_name, i);
+                    output.write_all(intermediate.as_bytes())?;
+                    intermediate.clear();
+                }
+                output.write_all(b"\n")?;
+                at = end;
             }
-            output.write_all(b"\n")?;
         }
 
-        for (name, mut by_labels) in gauges.drain() {
-            let unit = descriptions.get_one(name.as_str()).and_then(|entry| {
-                let (desc, unit) = &*entry;
-                let unit = unit.filter(|_| self.enable_unit_suffix);
-                write_help_line(&mut intermediate, name.as_str(), unit, None, desc);
-                unit
-            });
-
-            write_type_line(&mut intermediate, name.as_str(), unit, None, "gauge");
-
-            // A chunk is emitted here, just in case there are a large number of sets below.
-            output.write_all(intermediate.as_bytes())?;
-            intermediate.clear();
-
-            for (labels, value) in by_labels.drain() {
-                write_metric_line::<&str, f64>(
-                    &mut intermediate,
-                    &name,
-                    None,
-                    &labels,
-                    None,
-                    value,
-                    unit,
-                );
-                // Each set gets its own write invocation.
-                output.write_all(intermediate.as_bytes())?;
-                intermediate.clear();
-            }
-            output.write_all(b"\n")?;
-        }
-
-        for (name, mut by_labels) in distributions.drain() {
+        // Rendered under the read lock instead of from a copy of every distribution.
+        let distributions = self.distributions.read().unwrap_or_else(PoisonError::into_inner);
+        for (name, by_labels) in distributions.iter() {
             let distribution_type = self.distribution_builder.get_distribution_type(name.as_str());
 
             // Skip native histograms in text format - they're only supported in protobuf format
@@ -229,45 +323,53 @@ impl Inner {
             output.write_all(intermediate.as_bytes())?;
             intermediate.clear();
 
-            for (labels, distribution) in by_labels.drain(..) {
+            let plain_name = metric_name(name, unit, None);
+            let bucket_name = metric_name(name, unit, Some("bucket"));
+            let sum_name = metric_name(name, unit, Some("sum"));
+            let count_name = metric_name(name, unit, Some("count"));
+            // Every series of a family has the same bounds: each is formatted once.
+            let mut bounds: Vec<(f64, String)> = Vec::new();
+            for (labels, distribution) in by_labels.iter() {
+                let rendered = render_labels(labels);
                 let (sum, count) = match distribution {
                     Distribution::Summary(summary, quantiles, sum) => {
                         let snapshot = summary.snapshot(Instant::now());
                         for quantile in quantiles.iter() {
                             let value = snapshot.quantile(quantile.value()).unwrap_or(0.0);
-                            write_metric_line(
+                            write_prepared_line(
                                 &mut intermediate,
-                                &name,
-                                None,
-                                &labels,
-                                Some(("quantile", quantile.value())),
+                                &plain_name,
+                                &rendered,
+                                Some(("quantile", &quantile.value().to_string())),
                                 value,
-                                unit,
                             );
                         }
 
-                        (sum, summary.count() as u64)
+                        (*sum, summary.count() as u64)
                     }
                     Distribution::Histogram(histogram) => {
                         for (le, count) in histogram.buckets() {
-                            write_metric_line(
+                            let le = match bounds.iter().position(|(b, _)| *b == le) {
+                                Some(i) => i,
+                                None => {
+                                    bounds.push((le, le.to_string()));
+                                    bounds.len() - 1
+                                }
+                            };
+                            write_prepared_line(
                                 &mut intermediate,
-                                &name,
-                                Some("bucket"),
-                                &labels,
-                                Some(("le", le)),
+                                &bucket_name,
+                                &rendered,
+                                Some(("le", &bounds[le].1)),
                                 count,
-                                unit,
                             );
                         }
-                        write_metric_line(
+                        write_prepared_line(
                             &mut intermediate,
-                            &name,
-                            Some("bucket"),
-                            &labels,
+                            &bucket_name,
+                            &rendered,
                             Some(("le", "+Inf")),
                             histogram.count(),
-                            unit,
                         );
 
                         (histogram.sum(), histogram.count())
@@ -279,24 +381,8 @@ impl Inner {
                     }
                 };
 
-                write_metric_line::<&str, f64>(
-                    &mut intermediate,
-                    &name,
-                    Some("sum"),
-                    &labels,
-                    None,
-                    sum,
-                    unit,
-                );
-                write_metric_line::<&str, u64>(
-                    &mut intermediate,
-                    &name,
-                    Some("count"),
-                    &labels,
-                    None,
-                    count,
-                    unit,
-                );
+                write_prepared_line(&mut intermediate, &sum_name, &rendered, None, sum);
+                write_prepared_line(&mut intermediate, &count_name, &rendered, None, count);
 
                 // Each set gets its own write invocation.
                 output.write_all(intermediate.as_bytes())?;

@@ -624,6 +624,8 @@ impl PrometheusBuilder {
             descriptions_rd: Mutex::new(descriptions_rd),
             descriptions_wr: Mutex::new(descriptions_wr),
             global_labels: self.global_labels.unwrap_or_default(),
+            series: Mutex::default(),
+            render_epoch: std::sync::atomic::AtomicU64::new(0),
             enable_unit_suffix: self.enable_recommended_naming || self.enable_unit_suffix,
             counter_suffix: self.enable_recommended_naming.then_some("total"),
         };
