@@ -68,9 +68,13 @@ impl Application {
     pub async fn build(settings: Settings, exporter: Exporter) -> anyhow::Result<Self> {
         let common = &settings.common;
         // The batch writer keeps a connection of its own: the rest serve everything else.
+        // Every connection comes with the key look-up prepared (`warm_key_lookup`).
         let pool = common
             .database
-            .connect(SUBMIT_BATCHES_IN_FLIGHT as u32 + 1)
+            .connect_warmed(
+                SUBMIT_BATCHES_IN_FLIGHT as u32 + 1,
+                Some(clipstash_db::keys::warm_key_lookup),
+            )
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         clipstash_db::check_schema(&pool).await?;

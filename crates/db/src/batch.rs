@@ -202,7 +202,10 @@ async fn run(
         idle: Mutex::new(Vec::new()),
     });
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
-    for conn in warm.into_iter().flatten() {
+    for mut conn in warm.into_iter().flatten() {
+        if let Err(e) = prepare_batches(&mut conn).await {
+            tracing::warn!(error = %e, "could not prepare the batch statements");
+        }
         held.give_back(conn, Instant::now());
     }
     // Kept connections go back to the pool once unused for `HELD_IDLE` (the rest of the
@@ -232,6 +235,26 @@ async fn run(
         async move { write(&held, batch, after, stages).await }
     })
     .await;
+}
+
+/// Prepares the batch statements on a connection the writer keeps, and resolves the type
+/// the job status binds as (sqlx looks a type named `text` up once per connection): the
+/// first batch after a start paid ~8 ms for both, with every submit of the first burst
+/// waiting for it (docs/BENCHMARKS.md). Their parameters all carry a cast or take the type
+/// of their column, so the statements prepared here are the ones a batch binds.
+async fn prepare_batches(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    for sql in [&*PLAIN_INSERT, &*CAPPED_INSERT, &*IDEMPOTENT_INSERT] {
+        conn.prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+            sql.as_str(),
+        )))
+        .await?;
+    }
+    sqlx::query("SELECT $1")
+        .bind(JobStatus::Queued)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// A kept connection unused for longer than this goes back to the pool, whose ping replaces

@@ -2,7 +2,8 @@
 //! auth layer. Only the SHA-256 of a key is stored.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use futures_util::future::BoxFuture;
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// An API key row, never the key itself.
@@ -146,16 +147,24 @@ pub async fn set_webhook_secret(
 }
 
 /// The live key whose SHA-256 is `key_hash`, if any.
-pub async fn find_live_key(
-    pool: &PgPool,
+pub async fn find_live_key<'e>(
+    db: impl PgExecutor<'e>,
     key_hash: &[u8; 32],
 ) -> Result<Option<KeyRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
     )))
     .bind(&key_hash[..])
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
+}
+
+/// Prepares [`find_live_key`]'s statement on a new connection (a [`crate::Warm`]): the
+/// API's first request with each key looks its key up, on whichever connection is free.
+/// It looks up a hash no key has, through the same code, so the statement, its parameter
+/// types and the catalog entries it reads are the request's own.
+pub fn warm_key_lookup(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move { find_live_key(conn, &[0; 32]).await.map(drop) })
 }
 
 /// Records that the keys were used, except those recorded less than a minute ago (so many

@@ -14,9 +14,10 @@ pub mod webhooks;
 use std::time::Duration;
 
 use clipstash_domain::config::secret_url;
+use futures_util::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 
 pub use jobs::{JobRow, Owner};
 pub use keys::KeyRow;
@@ -43,21 +44,60 @@ impl DatabaseArgs {
     /// Opens a pool of at least `min_connections` (the worker asks for one per running job,
     /// for their short statements outside the lock session, plus a few).
     pub async fn connect(&self, min_connections: u32) -> Result<PgPool, sqlx::Error> {
-        connect(
+        self.connect_warmed(min_connections, None).await
+    }
+
+    /// [`connect`](Self::connect), with `warm` run on every connection the pool opens.
+    pub async fn connect_warmed(
+        &self,
+        min_connections: u32,
+        warm: Option<Warm>,
+    ) -> Result<PgPool, sqlx::Error> {
+        connect_warmed(
             &self.database_url,
             self.db_max_connections.max(min_connections),
+            warm,
         )
         .await
     }
 }
 
+/// Statements a process runs on each new connection before the pool hands it out, so the
+/// first request on a connection does not pay for preparing them: a statement's first use
+/// on a Postgres backend parses and plans it while that backend fills its catalog caches
+/// (0.6-3 ms each, measured), and a process that opens its whole pool at start has as many
+/// cold backends as connections, all hit by the first burst. sqlx keeps what `warm` prepared
+/// in the connection's statement cache, where the real request finds it. A warm-up that
+/// fails is logged and the connection is used as it is.
+pub type Warm = for<'c> fn(&'c mut PgConnection) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
 /// Opens a pool; `acquire_timeout` bounds every acquire.
 pub async fn connect(url: &SecretString, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    connect_warmed(url, max_connections, None).await
+}
+
+/// [`connect`], with `warm` run on every connection the pool opens ([`Warm`]).
+pub async fn connect_warmed(
+    url: &SecretString,
+    max_connections: u32,
+    warm: Option<Warm>,
+) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.expose_secret().parse()?;
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.application_name("clipstash"))
+        .acquire_timeout(Duration::from_secs(5));
+    let pool = match warm {
+        None => pool,
+        Some(warm) => pool.after_connect(move |conn, _| {
+            Box::pin(async move {
+                if let Err(e) = warm(conn).await {
+                    tracing::warn!(error = %e, "could not prepare statements on a new Postgres connection");
+                }
+                Ok(())
+            })
+        }),
+    };
+    pool.connect_with(options.application_name("clipstash"))
         .await
 }
 

@@ -50,3 +50,49 @@ async fn touching_many_keys_records_each_at_most_once_a_minute() {
     .unwrap();
     assert!(old, "a key recorded within the minute was written again");
 }
+
+/// Statements prepared in this connection's session whose text contains `part`.
+async fn prepared(conn: &mut sqlx::PgConnection, part: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_prepared_statements WHERE strpos(statement, $1) > 0",
+    )
+    .bind(part)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// A pool made with `warm_key_lookup` hands out connections on which the key look-up is
+/// already prepared: the first request with a key does not parse and plan it (the API's
+/// first burst after a start looked up every key on a cold connection).
+#[tokio::test]
+async fn every_new_connection_comes_with_the_key_lookup_prepared() {
+    let db = TestDb::new().await;
+    let lookup = "FROM api_keys WHERE key_hash = $1";
+    let plain = clipstash_db::connect(&db.url.clone().into(), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared(&mut plain.acquire().await.unwrap(), lookup).await,
+        0
+    );
+
+    let warmed =
+        clipstash_db::connect_warmed(&db.url.clone().into(), 2, Some(keys::warm_key_lookup))
+            .await
+            .unwrap();
+    let (mut a, mut b) = (
+        warmed.acquire().await.unwrap(),
+        warmed.acquire().await.unwrap(),
+    );
+    assert_eq!(prepared(&mut a, lookup).await, 1);
+    assert_eq!(prepared(&mut b, lookup).await, 1);
+    // The look-up a request runs finds that statement: none is prepared again.
+    assert!(
+        keys::find_live_key(&mut *a, &[7; 32])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(prepared(&mut a, lookup).await, 1);
+}
