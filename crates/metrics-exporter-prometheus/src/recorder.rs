@@ -201,7 +201,13 @@ impl Inner {
 
     /// The series of `key` as the text exposition writes it, prepared once per key (its
     /// sanitized name, its labels and their rendered text) and stamped with this render.
-    fn prepared(&self, cache: &mut SeriesCache, key: &Key, epoch: u64) -> Arc<Series> {
+    fn prepared(
+        &self,
+        cache: &mut SeriesCache,
+        key: &Key,
+        epoch: u64,
+        stamped: &mut usize,
+    ) -> Arc<Series> {
         let series = match cache.get(key) {
             Some(series) => Arc::clone(series),
             None => {
@@ -209,13 +215,16 @@ impl Inner {
                 let series = Arc::new(Series {
                     name: sanitize_metric_name(key.name()),
                     rendered: render_labels(&labels),
-                    seen: AtomicU64::new(epoch),
+                    seen: AtomicU64::new(0),
                 });
                 cache.insert(key.clone(), Arc::clone(&series));
                 series
             }
         };
-        series.seen.store(epoch, Ordering::Relaxed);
+        // A key is counted once, even when a counter and a gauge share it.
+        if series.seen.swap(epoch, Ordering::Relaxed) != epoch {
+            *stamped += 1;
+        }
         series
     }
 
@@ -225,6 +234,7 @@ impl Inner {
     fn text_snapshot(&self) -> (Vec<(Arc<Series>, u64)>, Vec<(Arc<Series>, f64)>) {
         let mut cache = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let epoch = self.render_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut stamped = 0;
 
         let mut counters = Vec::new();
         for (key, counter) in self.registry.get_counter_handles() {
@@ -233,7 +243,7 @@ impl Inner {
                 continue;
             }
             let value = counter.get_inner().load(Ordering::Acquire);
-            counters.push((self.prepared(&mut cache, &key, epoch), value));
+            counters.push((self.prepared(&mut cache, &key, epoch, &mut stamped), value));
         }
 
         let mut gauges = Vec::new();
@@ -243,11 +253,11 @@ impl Inner {
                 continue;
             }
             let value = f64::from_bits(gauge.get_inner().load(Ordering::Acquire));
-            gauges.push((self.prepared(&mut cache, &key, epoch), value));
+            gauges.push((self.prepared(&mut cache, &key, epoch, &mut stamped), value));
         }
 
         // Forget the series of keys the registry no longer holds.
-        if cache.len() > counters.len() + gauges.len() {
+        if cache.len() > stamped {
             cache.retain(|_, series| series.seen.load(Ordering::Relaxed) == epoch);
         }
         drop(cache);
@@ -300,7 +310,16 @@ impl Inner {
             }
         }
 
-        // Rendered under the read lock instead of from a copy of every distribution.
+        // Histogram text is built under the read lock, instead of from a copy of every
+        // distribution, and written to `output` after the lock is released: a slow writer
+        // must not hold up upkeep or other renders.
+        let histograms = self.histogram_text(&descriptions);
+        output.write_all(histograms.as_bytes())
+    }
+
+    /// The text of every histogram and summary family.
+    fn histogram_text(&self, descriptions: &DescriptionReadHandle) -> String {
+        let mut intermediate = String::new();
         let distributions = self.distributions.read().unwrap_or_else(PoisonError::into_inner);
         for (name, by_labels) in distributions.iter() {
             let distribution_type = self.distribution_builder.get_distribution_type(name.as_str());
@@ -318,10 +337,6 @@ impl Inner {
             });
 
             write_type_line(&mut intermediate, name.as_str(), unit, None, distribution_type);
-
-            // A chunk is emitted here, just in case there are a large number of sets below.
-            output.write_all(intermediate.as_bytes())?;
-            intermediate.clear();
 
             let plain_name = metric_name(name, unit, None);
             let bucket_name = metric_name(name, unit, Some("bucket"));
@@ -383,16 +398,11 @@ impl Inner {
 
                 write_prepared_line(&mut intermediate, &sum_name, &rendered, None, sum);
                 write_prepared_line(&mut intermediate, &count_name, &rendered, None, count);
-
-                // Each set gets its own write invocation.
-                output.write_all(intermediate.as_bytes())?;
-                intermediate.clear();
             }
 
-            output.write_all(b"\n")?;
+            intermediate.push('\n');
         }
-
-        Ok(())
+        intermediate
     }
 
     fn run_upkeep(&self) {
