@@ -12,8 +12,9 @@ use clipstash_sources::{
     EgressPolicy, SecretKey, Ytdlp, YtdlpLimits, YtdlpProgram, ytdlp::YtdlpHosts,
 };
 use clipstash_storage::Storage;
+use futures_util::future::BoxFuture;
 use metrics_core::Exporter;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Access, AuthMode, KeyCache, RateLimiter, StreamLimiter};
@@ -59,6 +60,16 @@ pub struct Application {
     redis: clipstash_queue::RedisArgs,
 }
 
+/// What every connection of the API's pool prepares before it serves a request
+/// ([`clipstash_db::Warm`]): the key look-up each request with a new key runs, and the
+/// batch inserts the submit writer runs on whichever connection is free.
+fn warm(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        clipstash_db::keys::warm_key_lookup(conn).await?;
+        clipstash_db::batch::warm_inserts(conn).await
+    })
+}
+
 impl Application {
     /// Connects to Postgres and Redis and binds the listeners; nothing is served until [`run`].
     ///
@@ -68,13 +79,9 @@ impl Application {
     pub async fn build(settings: Settings, exporter: Exporter) -> anyhow::Result<Self> {
         let common = &settings.common;
         // The batch writer keeps a connection of its own: the rest serve everything else.
-        // Every connection comes with the key look-up prepared (`warm_key_lookup`).
         let pool = common
             .database
-            .connect_warmed(
-                SUBMIT_BATCHES_IN_FLIGHT as u32 + 1,
-                Some(clipstash_db::keys::warm_key_lookup),
-            )
+            .connect_warmed(SUBMIT_BATCHES_IN_FLIGHT as u32 + 1, Some(warm))
             .await
             .context("DATABASE_URL: cannot connect to Postgres")?;
         clipstash_db::check_schema(&pool).await?;

@@ -202,10 +202,7 @@ async fn run(
         idle: Mutex::new(Vec::new()),
     });
     let warm = futures_util::future::join_all((0..in_flight).map(|_| pool.acquire())).await;
-    for mut conn in warm.into_iter().flatten() {
-        if let Err(e) = prepare_batches(&mut conn).await {
-            tracing::warn!(error = %e, "could not prepare the batch statements");
-        }
+    for conn in warm.into_iter().flatten() {
         held.give_back(conn, Instant::now());
     }
     // Kept connections go back to the pool once unused for `HELD_IDLE` (the rest of the
@@ -237,24 +234,21 @@ async fn run(
     .await;
 }
 
-/// Prepares the batch statements on a connection the writer keeps, and resolves the type
-/// the job status binds as (sqlx looks a type named `text` up once per connection): the
-/// first batch after a start paid ~8 ms for both, with every submit of the first burst
-/// waiting for it (docs/BENCHMARKS.md). Their parameters all carry a cast or take the type
-/// of their column, so the statements prepared here are the ones a batch binds.
-async fn prepare_batches(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    use sqlx::Executor;
-    for sql in [&*PLAIN_INSERT, &*CAPPED_INSERT, &*IDEMPOTENT_INSERT] {
-        conn.prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
-            sql.as_str(),
-        )))
-        .await?;
-    }
-    sqlx::query("SELECT $1")
-        .bind(JobStatus::Queued)
-        .execute(conn)
-        .await
-        .map(drop)
+/// Prepares the batch statements on a new connection (a [`crate::Warm`]). The writer
+/// takes whichever pooled connection is free, and each one's first batch used to parse the
+/// statement there (3.7 ms) and plan it. After a start, the first burst waited for that
+/// (docs/BENCHMARKS.md). Every parameter carries a cast or takes its column's type (`$9`,
+/// the status, is `text` like `jobs.status`), so the statements prepared here are the ones a
+/// batch binds.
+pub fn warm_inserts(conn: &mut PgConnection) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        use sqlx::Executor;
+        for sql in [&*PLAIN_INSERT, &*CAPPED_INSERT, &*IDEMPOTENT_INSERT] {
+            let sql = sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql.as_str()));
+            conn.prepare(sql).await?;
+        }
+        Ok(())
+    })
 }
 
 /// A kept connection unused for longer than this goes back to the pool, whose ping replaces
@@ -636,7 +630,8 @@ static CAPPED_INSERT: LazyLock<String> = LazyLock::new(|| {
 /// submit which job its key named.
 static IDEMPOTENT_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {JOB_COLUMNS} FROM submit_jobs_idempotent($1, $2, $3, $4, $5, $6, $7, $8, \
-         $9, $10, $11, $12, $13)"
+        "SELECT {JOB_COLUMNS} FROM submit_jobs_idempotent($1::uuid[], $2::text[], \
+         $3::text[], $4::text[], $5::text[], $6::int4[], $7::bytea[], $8::text[], $9::text, \
+         $10::uuid[], $11::int8[], $12::text[], $13::text[])"
     )
 });

@@ -742,31 +742,49 @@ async fn an_unused_kept_connection_goes_back_to_the_pool() {
     drop(inserter);
 }
 
-/// The writer prepares its statements on the connection it keeps before the first batch
-/// (the first batch after a start paid ~8 ms preparing them, with the first burst waiting),
-/// and batches written with those statements come out right.
+/// A pool warmed with `warm_inserts` (the API's) has the three batch statements prepared on
+/// every connection before any batch, and batches of each kind written with those
+/// statements (prepared without parameter types) come out right.
 #[tokio::test]
-async fn the_writer_prepares_its_statements_before_the_first_batch() {
+async fn every_warmed_connection_has_the_batch_statements_prepared_and_they_write_right() {
     let db = TestDb::new().await;
-    let pool = clipstash_db::connect(&db.url.clone().into(), 1)
-        .await
-        .unwrap();
-    let inserter = JobInserter::spawn(pool.clone(), 1);
-    // A keyless batch uses the plain statement only.
-    insert_one(&inserter).await;
-    // The pool's one connection is the writer's, handed back once unused for a second: the
-    // keyed and idempotent statements are prepared on it too.
-    let mut conn = pool.acquire().await.unwrap();
-    let statements: Vec<String> = sqlx::query_scalar(
-        "SELECT statement FROM pg_prepared_statements \
-         WHERE (strpos(statement, 'INSERT INTO jobs') > 0 \
-            OR strpos(statement, 'submit_jobs_idempotent(') > 0) \
-           AND strpos(statement, 'pg_prepared_statements') = 0",
+    let warmed = clipstash_db::connect_warmed(
+        &db.url.clone().into(),
+        2,
+        Some(clipstash_db::batch::warm_inserts),
     )
-    .fetch_all(&mut *conn)
     .await
     .unwrap();
-    assert_eq!(statements.len(), 3, "{statements:#?}");
-    drop(conn);
+    let mut both = vec![
+        warmed.acquire().await.unwrap(),
+        warmed.acquire().await.unwrap(),
+    ];
+    for conn in &mut both {
+        let statements: Vec<String> = sqlx::query_scalar(
+            "SELECT statement FROM pg_prepared_statements \
+             WHERE (strpos(statement, 'INSERT INTO jobs') > 0 \
+                OR strpos(statement, 'submit_jobs_idempotent(') > 0) \
+               AND strpos(statement, 'pg_prepared_statements') = 0",
+        )
+        .fetch_all(&mut **conn)
+        .await
+        .unwrap();
+        assert_eq!(statements.len(), 3, "{statements:#?}");
+    }
+    drop(both);
+
+    let inserter = JobInserter::spawn(warmed, 1);
+    let key = db.api_key("w").await;
     insert_one(&inserter).await;
+    assert_eq!(
+        submit_capped(&inserter, key, 2, 3).await,
+        [true, true, false]
+    );
+    let first = submit_idempotent(&inserter, None, "warm", "s").await;
+    let again = submit_idempotent(&inserter, None, "warm", "s").await;
+    match (first, again) {
+        (Got::Created(a), Got::Replayed(b)) => assert_eq!(a, b),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(jobs_of(&db, key).await, 2);
 }
