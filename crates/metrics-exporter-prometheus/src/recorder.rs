@@ -73,39 +73,6 @@ pub(crate) struct Series {
 
 pub(crate) type SeriesCache = HashMap<Key, Arc<Series>, BuildHasherDefault<KeyHasher>>;
 
-/// The counters' or the gauges' sample lines of one render, ordered by family.
-enum FamilyValues<'a> {
-    Counters(&'a [(Arc<Series>, u64)]),
-    Gauges(&'a [(Arc<Series>, f64)]),
-}
-
-impl FamilyValues<'_> {
-    fn len(&self) -> usize {
-        match self {
-            FamilyValues::Counters(v) => v.len(),
-            FamilyValues::Gauges(v) => v.len(),
-        }
-    }
-
-    fn name(&self, i: usize) -> &str {
-        match self {
-            FamilyValues::Counters(v) => &v[i].0.name,
-            FamilyValues::Gauges(v) => &v[i].0.name,
-        }
-    }
-
-    fn write_line(&self, buffer: &mut String, line_name: &str, i: usize) {
-        match self {
-            FamilyValues::Counters(v) => {
-                write_prepared_line(buffer, line_name, &v[i].0.rendered, None, v[i].1)
-            }
-            FamilyValues::Gauges(v) => {
-                write_prepared_line(buffer, line_name, &v[i].0.rendered, None, v[i].1)
-            }
-        }
-    }
-}
-
 impl Inner {
     // The protobuf exposition's snapshot; the text one is [`Inner::text_snapshot`].
     #[cfg_attr(not(feature = "protobuf"), allow(dead_code))]
@@ -276,45 +243,50 @@ impl Inner {
         self.drain_histograms_to_distributions();
         self.forget_expired_histograms();
 
-        let mut intermediate = String::new();
         self.commit_outstanding_description_writes();
         let descriptions = self.read_handle();
-
-        for (kind, suffix, family) in [
-            ("counter", self.counter_suffix, FamilyValues::Counters(&counters)),
-            ("gauge", None, FamilyValues::Gauges(&gauges)),
-        ] {
-            let mut at = 0;
-            while at < family.len() {
-                let name = family.name(at);
-                let end = at + (at..family.len()).take_while(|&i| family.name(i) == name).count();
-
-                let unit = descriptions.get_one(name).and_then(|entry| {
-                    let (desc, unit) = &*entry;
-                    let unit = unit.filter(|_| self.enable_unit_suffix);
-                    write_help_line(&mut intermediate, name, unit, suffix, desc);
-                    unit
-                });
-                write_type_line(&mut intermediate, name, unit, suffix, kind);
-                output.write_all(intermediate.as_bytes())?;
-                intermediate.clear();
-
-                let line_name = metric_name(name, unit, suffix);
-                for i in at..end {
-                    family.write_line(&mut intermediate, &line_name, i);
-                    output.write_all(intermediate.as_bytes())?;
-                    intermediate.clear();
-                }
-                output.write_all(b"\n")?;
-                at = end;
-            }
-        }
+        self.write_families(output, &descriptions, "counter", self.counter_suffix, &counters)?;
+        self.write_families(output, &descriptions, "gauge", None, &gauges)?;
 
         // Histogram text is built under the read lock, instead of from a copy of every
         // distribution, and written to `output` after the lock is released: a slow writer
         // must not hold up upkeep or other renders.
         let histograms = self.histogram_text(&descriptions);
         output.write_all(histograms.as_bytes())
+    }
+
+    /// Writes the families of `series` (ordered by [`Inner::text_snapshot`]): each one's HELP
+    /// and TYPE lines, then a line per series.
+    fn write_families<V: std::fmt::Display + Copy>(
+        &self,
+        output: &mut impl io::Write,
+        descriptions: &DescriptionReadHandle,
+        kind: &str,
+        suffix: Option<&'static str>,
+        series: &[(Arc<Series>, V)],
+    ) -> io::Result<()> {
+        let mut intermediate = String::new();
+        for family in series.chunk_by(|(a, _), (b, _)| a.name == b.name) {
+            let name = family[0].0.name.as_str();
+            let unit = descriptions.get_one(name).and_then(|entry| {
+                let (desc, unit) = &*entry;
+                let unit = unit.filter(|_| self.enable_unit_suffix);
+                write_help_line(&mut intermediate, name, unit, suffix, desc);
+                unit
+            });
+            write_type_line(&mut intermediate, name, unit, suffix, kind);
+            output.write_all(intermediate.as_bytes())?;
+            intermediate.clear();
+
+            let line_name = metric_name(name, unit, suffix);
+            for (series, value) in family {
+                write_prepared_line(&mut intermediate, &line_name, &series.rendered, None, *value);
+                output.write_all(intermediate.as_bytes())?;
+                intermediate.clear();
+            }
+            output.write_all(b"\n")?;
+        }
+        Ok(())
     }
 
     /// The text of every histogram and summary family.
