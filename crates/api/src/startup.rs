@@ -113,6 +113,15 @@ impl Application {
             streams: StreamLimiter::new(limiter_conn, &common.redis.queue),
             max_streams_per_key: access.max_streams_per_key,
         };
+        // The first request of each key after a start finds it cached (auth/cache.rs).
+        if access.mode == AuthMode::Required {
+            match access.cache.preload(&pool).await {
+                Ok(n) => tracing::debug!(keys = n, "API keys loaded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading API keys; each is looked up at its first request")
+                }
+            }
+        }
         // Events: its own connection for progress reads and publishing.
         let events_conn = clipstash_queue::connect(&common.redis.redis_url)
             .await

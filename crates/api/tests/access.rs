@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use clipstash_api::Settings;
-use clipstash_api::auth::AccessArgs;
 use clipstash_api::auth::keys::{generate_key, hash_key, new_webhook_secret};
+use clipstash_api::auth::{AccessArgs, KeyCache};
 use clipstash_db::keys::{self, NewKey};
 use clipstash_testkit::procs::{Proc, wait_healthy};
 use clipstash_testkit::{
@@ -202,6 +202,66 @@ async fn a_revoked_key_is_refused_within_the_cache_ttl() {
         (r.status, r.body["error"]["code"].as_str()),
         (401, Some("invalid_api_key"))
     );
+}
+
+/// A pool that is closed: a lookup that reaches Postgres through it fails, so a lookup
+/// that succeeds came from the cache.
+async fn closed_pool(db: &TestDb) -> sqlx::PgPool {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy(&db.url)
+        .unwrap();
+    pool.close().await;
+    pool
+}
+
+#[tokio::test]
+async fn a_key_in_use_is_read_again_before_it_expires_and_refused_once_revoked() {
+    let db = TestDb::new().await;
+    let k = key(&db, "busy", None, None).await;
+    let ttl = Duration::from_millis(600);
+    let cache = KeyCache::new(ttl, db.pool.clone());
+    assert!(cache.lookup(&db.pool, &k).await.unwrap().is_some());
+
+    // Five TTLs of requests, none of which may reach Postgres: the refresh keeps it fresh.
+    let closed = closed_pool(&db).await;
+    let until = std::time::Instant::now() + 5 * ttl;
+    while std::time::Instant::now() < until {
+        let found = cache.lookup(&closed, &k).await;
+        assert!(
+            matches!(found, Ok(Some(_))),
+            "a key used every 50 ms expired: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Revoked: a refresh reads it as missing, and the cache refuses it without a lookup.
+    assert!(keys::revoke_key(&db.pool, "busy").await.unwrap());
+    wait_for(
+        "the refresh to see the revocation",
+        Duration::from_secs(10),
+        || async { matches!(cache.lookup(&closed, &k).await, Ok(None)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_live_keys_are_cached_before_their_first_request() {
+    let db = TestDb::new().await;
+    let (a, b) = (
+        key(&db, "a", None, None).await,
+        key(&db, "b", None, None).await,
+    );
+    let revoked = key(&db, "revoked", None, None).await;
+    assert!(keys::revoke_key(&db.pool, "revoked").await.unwrap());
+    let cache = KeyCache::new(Duration::from_secs(30), db.pool.clone());
+    assert_eq!(cache.preload(&db.pool).await.unwrap(), 2);
+
+    let closed = closed_pool(&db).await;
+    for k in [&a, &b] {
+        assert!(matches!(cache.lookup(&closed, k).await, Ok(Some(_))));
+    }
+    // Not loaded: its lookup goes to Postgres (here, the closed pool).
+    assert!(cache.lookup(&closed, &revoked).await.is_err());
 }
 
 #[tokio::test]

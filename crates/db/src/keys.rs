@@ -159,6 +159,40 @@ pub async fn find_live_key<'e>(
     .await
 }
 
+/// A live key with the SHA-256 it is looked up by.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HashedKey {
+    pub key_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    pub row: KeyRow,
+}
+
+/// Of `hashes`, the ones that are live keys, with their rows: one statement however many.
+pub async fn find_live_keys(
+    pool: &PgPool,
+    hashes: &[[u8; 32]],
+) -> Result<Vec<HashedKey>, sqlx::Error> {
+    let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT key_hash, {KEY_COLUMNS} FROM api_keys \
+         WHERE key_hash = ANY($1) AND revoked_at IS NULL"
+    )))
+    .bind(hashes)
+    .fetch_all(pool)
+    .await
+}
+
+/// At most `limit` live keys, the most recently used first (never used last).
+pub async fn recent_live_keys(pool: &PgPool, limit: i64) -> Result<Vec<HashedKey>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT key_hash, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL \
+         ORDER BY last_used_at DESC NULLS LAST, created_at DESC LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Prepares [`find_live_key`]'s statement on a new connection (a [`crate::Warm`]): the
 /// API's first request with each key looks its key up, on whichever connection is free.
 /// It looks up a hash no key has, through the same code, so the statement, its parameter

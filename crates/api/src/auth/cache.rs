@@ -3,9 +3,17 @@
 //! keyed by the key's SHA-256, so a key revoked in Postgres is refused by every replica at
 //! most `ttl` later. `last_used_at` is written at most once a minute per key and process,
 //! in the background, the keys due at once in one statement.
+//!
+//! A key in use never waits for Postgres: every `ttl / 2` a background task reads again, in
+//! one statement, every found key used since its last read, so it is fresh before it
+//! expires (a revoked one comes back missing and is refused from then on). At start the
+//! most recently used keys are loaded ([`KeyCache::preload`]), so the first request of each
+//! after a restart is not a lookup either: a burst right after a deploy had every key's first
+//! submit wait behind its own lookup (docs/BENCHMARKS.md, "Keys cached before they are
+//! asked for"). Unknown keys are never read again: they expire.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use clipstash_db::batch::run_batches;
@@ -25,23 +33,33 @@ const MAX_TOUCHES: usize = 1_024;
 
 struct Entry {
     row: Option<Arc<KeyRow>>,
+    /// When Postgres was asked (before the answer, so the entry never outlives `ttl`).
     fetched: Instant,
+    /// Used since it was last read: the refresh reads it again.
+    used: bool,
 }
+
+type Entries = Mutex<HashMap<[u8; 32], Entry>>;
 
 /// Lookups by key hash, each valid for `ttl`.
 pub struct KeyCache {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    entries: Arc<Entries>,
     touched: Mutex<HashMap<Uuid, Instant>>,
     touches: mpsc::Sender<Uuid>,
 }
 
 impl KeyCache {
-    /// Starts the task that writes keys' uses on `pool`: whatever keys fell due while it
-    /// wrote the last ones, in one statement. A burst of keys (every key's first request
+    /// Starts the task that keeps used keys fresh (unless `ttl` is zero: nothing is cached)
+    /// and the one that writes keys' uses on `pool`: whatever keys fell due while it wrote
+    /// the last ones, in one statement. A burst of keys (every key's first request
     /// after a start, then each minute) was one commit per key, each waiting for the key
     /// rows a batch of submits held.
     pub fn new(ttl: Duration, pool: PgPool) -> Self {
+        let entries = Arc::new(Mutex::new(HashMap::new()));
+        if !ttl.is_zero() {
+            tokio::spawn(refresh_loop(Arc::downgrade(&entries), ttl, pool.clone()));
+        }
         let (touches, rx) = mpsc::channel(MAX_TOUCHES);
         tokio::spawn(run_batches(rx, 1, MAX_TOUCHES, move |ids: Vec<Uuid>| {
             let pool = pool.clone();
@@ -53,7 +71,7 @@ impl KeyCache {
         }));
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries,
             touched: Mutex::new(HashMap::new()),
             touches,
         }
@@ -67,15 +85,19 @@ impl KeyCache {
     ) -> Result<Option<Arc<KeyRow>>, sqlx::Error> {
         let hash = hash_key(token);
         let cached = {
-            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries
-                .get(&hash)
+                .get_mut(&hash)
                 .filter(|e| e.fetched.elapsed() < self.ttl)
-                .map(|e| e.row.clone())
+                .map(|e| {
+                    e.used = true;
+                    e.row.clone()
+                })
         };
         let row = match cached {
             Some(row) => row,
             None => {
+                let fetched = Instant::now();
                 let row = keys::find_live_key(pool, &hash).await?.map(Arc::new);
                 let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
                 if entries.len() >= MAX_ENTRIES {
@@ -88,7 +110,8 @@ impl KeyCache {
                     hash,
                     Entry {
                         row: row.clone(),
-                        fetched: Instant::now(),
+                        fetched,
+                        used: false,
                     },
                 );
                 row
@@ -98,6 +121,27 @@ impl KeyCache {
             self.touch(r.id);
         }
         Ok(row)
+    }
+
+    /// Loads the most recently used live keys, as many as the cache keeps; returns how
+    /// many. Each stays until `ttl` unless it is used, then it is kept fresh.
+    pub async fn preload(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        if self.ttl.is_zero() {
+            return Ok(0);
+        }
+        let fetched = Instant::now();
+        let found = keys::recent_live_keys(pool, MAX_ENTRIES as i64).await?;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &found {
+            if let Ok(hash) = <[u8; 32]>::try_from(k.key_hash.as_slice()) {
+                entries.entry(hash).or_insert_with(|| Entry {
+                    row: Some(Arc::new(k.row.clone())),
+                    fetched,
+                    used: false,
+                });
+            }
+        }
+        Ok(found.len())
     }
 
     /// Records the key's use in the background when this process has not for a minute.
@@ -112,4 +156,56 @@ impl KeyCache {
         // Full: the writer is behind by a thousand keys; this one is written next minute.
         let _ = self.touches.try_send(id);
     }
+}
+
+/// Every `ttl / 2`, reads again the keys used since they were last read, until the cache
+/// is dropped. A failed read is logged and tried at the next tick; meanwhile entries age as
+/// they would without it, and a lookup past `ttl` goes to Postgres itself.
+async fn refresh_loop(entries: Weak<Entries>, ttl: Duration, pool: PgPool) {
+    let mut tick = tokio::time::interval(ttl / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(entries) = entries.upgrade() else {
+            return;
+        };
+        if let Err(e) = refresh(&entries, &pool).await {
+            tracing::warn!(error = %e, "refreshing cached API keys; lookups go to Postgres as entries expire");
+        }
+    }
+}
+
+/// One refresh: a statement for every found key used since its last read.
+async fn refresh(entries: &Entries, pool: &PgPool) -> Result<(), sqlx::Error> {
+    let due: Vec<[u8; 32]> = {
+        let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter_mut()
+            .filter(|(_, e)| e.used && e.row.is_some())
+            .map(|(hash, e)| {
+                e.used = false;
+                *hash
+            })
+            .collect()
+    };
+    if due.is_empty() {
+        return Ok(());
+    }
+    let fetched = Instant::now();
+    let found: HashMap<Vec<u8>, KeyRow> = keys::find_live_keys(pool, &due)
+        .await?
+        .into_iter()
+        .map(|k| (k.key_hash, k.row))
+        .collect();
+    let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+    for hash in due {
+        // An entry a lookup replaced meanwhile is newer than this read.
+        if let Some(e) = entries.get_mut(&hash).filter(|e| e.fetched < fetched) {
+            // Missing now: revoked (or deleted), refused from here on.
+            e.row = found.get(&hash[..]).cloned().map(Arc::new);
+            e.fetched = fetched;
+        }
+    }
+    Ok(())
 }

@@ -62,7 +62,7 @@ pub struct AccessArgs {
     #[arg(long, env = "CLIPSTASH_MAX_STREAMS_PER_KEY", value_name = "CLIPSTASH_MAX_STREAMS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_streams_per_key: u32,
 
-    /// How long a key lookup is cached in this process; a revoked key is refused by every replica within this time (at most 60s).
+    /// How long a key lookup is cached in this process; a revoked key is refused by every replica within this time (at most 60s; 0s caches nothing). Keys in use are read again every half of it, in the background.
     #[arg(long, env = "CLIPSTASH_AUTH_CACHE_TTL", value_name = "CLIPSTASH_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_ttl)]
     pub auth_cache_ttl: Duration,
 }
