@@ -265,6 +265,32 @@ async fn the_live_keys_are_cached_before_their_first_request() {
 }
 
 #[tokio::test]
+async fn the_uses_of_keys_that_fall_due_together_are_written_in_one_statement() {
+    let db = TestDb::new().await;
+    let mut all = Vec::new();
+    for name in ["k1", "k2", "k3", "k4", "k5"] {
+        all.push(key(&db, name, None, None).await);
+    }
+    let cache = KeyCache::new(Duration::from_secs(30), db.pool.clone());
+    for k in &all {
+        assert!(cache.lookup(&db.pool, k).await.unwrap().is_some());
+    }
+    // One statement: one transaction, so one `now()` for every key.
+    let stamps: Vec<chrono::DateTime<chrono::Utc>> =
+        wait_for("every key's last use", Duration::from_secs(10), || async {
+            let t: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+                sqlx::query_scalar("SELECT last_used_at FROM api_keys ORDER BY name")
+                    .fetch_all(&db.pool)
+                    .await
+                    .unwrap();
+            t.into_iter().collect::<Option<Vec<_>>>()
+        })
+        .await;
+    assert_eq!(stamps.len(), 5);
+    assert!(stamps.iter().all(|t| *t == stamps[0]), "{stamps:?}");
+}
+
+#[tokio::test]
 async fn a_key_sees_lists_and_deletes_only_its_own_jobs() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());
     let api = start(&db, &queue, test_settings::access()).await;

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use clipstash_db::batch::run_batches;
 use clipstash_db::{KeyRow, keys};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -30,6 +29,11 @@ const MAX_ENTRIES: usize = 10_000;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Most keys whose use waits to be written; past it a key's use is written a minute later.
 const MAX_TOUCHES: usize = 1_024;
+/// How long the first key to fall due waits for others before their uses are written: the
+/// keys of a burst (every key's first request after a start, then each minute) go in one
+/// statement, after the burst rather than inside it, where each statement's key-row locks
+/// held up the submit batches locking the same rows (docs/BENCHMARKS.md).
+const TOUCH_GATHER: Duration = Duration::from_secs(1);
 
 struct Entry {
     row: Option<Arc<KeyRow>>,
@@ -51,24 +55,15 @@ pub struct KeyCache {
 
 impl KeyCache {
     /// Starts the task that keeps used keys fresh (unless `ttl` is zero: nothing is cached)
-    /// and the one that writes keys' uses on `pool`: whatever keys fell due while it wrote
-    /// the last ones, in one statement. A burst of keys (every key's first request
-    /// after a start, then each minute) was one commit per key, each waiting for the key
-    /// rows a batch of submits held.
+    /// and the one that writes keys' uses on `pool`: the keys that fell due within
+    /// [`TOUCH_GATHER`] of each other, in one statement.
     pub fn new(ttl: Duration, pool: PgPool) -> Self {
         let entries = Arc::new(Mutex::new(HashMap::new()));
         if !ttl.is_zero() {
             tokio::spawn(refresh_loop(Arc::downgrade(&entries), ttl, pool.clone()));
         }
         let (touches, rx) = mpsc::channel(MAX_TOUCHES);
-        tokio::spawn(run_batches(rx, 1, MAX_TOUCHES, move |ids: Vec<Uuid>| {
-            let pool = pool.clone();
-            async move {
-                if let Err(e) = keys::touch_last_used(&pool, &ids).await {
-                    tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
-                }
-            }
-        }));
+        tokio::spawn(write_touches(rx, pool));
         Self {
             ttl,
             entries,
@@ -208,4 +203,22 @@ async fn refresh(entries: &Entries, pool: &PgPool) -> Result<(), sqlx::Error> {
         }
     }
     Ok(())
+}
+
+/// Writes keys' uses until the cache is dropped: from the first key due, whatever falls due
+/// in the next [`TOUCH_GATHER`] (at most [`MAX_TOUCHES`]), in one statement.
+async fn write_touches(mut rx: mpsc::Receiver<Uuid>, pool: PgPool) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(TOUCH_GATHER).await;
+        let mut ids = vec![first];
+        while ids.len() < MAX_TOUCHES {
+            match rx.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = keys::touch_last_used(&pool, &ids).await {
+            tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
+        }
+    }
 }
