@@ -135,9 +135,19 @@ async fn submit_records_the_job_before_answering_and_enqueues_it() {
         .await
         .unwrap();
     assert_eq!(status, "queued");
-    // ...and in the Redis queue (apalis lands every push in `scheduled`, due now).
+    // ...and on the Redis queue's ready list, not in its scheduled set.
     let queue = Queue::connect(&app.queue.args()).await.unwrap();
-    assert_eq!(queue.stats().await.unwrap().pending, 1);
+    let stats = queue.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (1, 0));
+    let mut conn = app.queue.conn().await;
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{}:active", app.queue.name))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ready, [id]);
 
     let (code, fetched) = app.get(&location).await;
     assert_eq!(code, 200);

@@ -2,7 +2,8 @@
 //!
 //! Facts this crate leans on (apalis-redis 1.0.0, pinned exactly in the workspace; each
 //! covered by a test in `crates/worker/tests/`): keys are `{queue}:active` (LIST),
-//! `{queue}:scheduled` (ZSET, every push lands here with score = now),
+//! `{queue}:scheduled` (ZSET: apalis' own push lands every task here with score = now; ours,
+//! [`Queue::push_many`], puts tasks straight on `{queue}:active`),
 //! `{queue}:inflight:{worker}` (SET), `{queue}:workers` (ZSET, score = last heartbeat),
 //! `{queue}:dead` (SET), `{queue}:data` (HASH task id → payload), `{queue}:meta:{id}`
 //! (HASH), `{queue}:done` (SET), `{queue}:signal` (LIST). The scripts in `src/lua/` read and write them directly.
@@ -13,10 +14,9 @@
 
 pub mod events;
 
-use std::str::FromStr;
 use std::time::Duration;
 
-use apalis::prelude::{TaskBuilder, TaskId, TaskSink};
+use apalis::prelude::TaskSink;
 use apalis_redis::{Config, RedisStorage};
 use clipstash_domain::DownloadJob;
 use clipstash_domain::config::secret_url;
@@ -128,32 +128,34 @@ impl Queue {
     }
 
     /// Enqueues one job under its job id as task id: one `EVALSHA` round trip. A no-op while
-    /// Redis still holds the job (apalis' push sets the payload with `HSETNX`).
+    /// Redis still holds the job.
     pub async fn push(&self, job: &DownloadJob) -> anyhow::Result<()> {
         self.push_many(std::slice::from_ref(job)).await
     }
 
-    /// Enqueues many jobs, each under its job id, with one script: one round trip however
-    /// many. Each is a no-op while Redis still holds that job. On an error some or all may
-    /// still have landed (a script is not rolled back, and a timeout may follow a run): the
-    /// caller marks them failed, and a worker skips a failed job it is handed.
+    /// Enqueues many jobs, each under its job id, ready at once, with one script
+    /// (`lua/push.lua`): one round trip however many. Each is a no-op while Redis still holds
+    /// that job. On an error some or all may still have landed (a script is not rolled back,
+    /// and a timeout may follow a run): the caller marks them failed, and a worker skips a
+    /// failed job it is handed.
     pub async fn push_many(&self, jobs: &[DownloadJob]) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let tasks = jobs
-            .iter()
-            .map(|job| {
-                let task_id = TaskId::from_str(&job.job_id.to_string())
-                    .map_err(|e| anyhow::anyhow!("task id: {e}"))?;
-                Ok(TaskBuilder::new(job.clone()).task_id(task_id).build())
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut storage = self.storage.clone();
-        // The sink buffers every task and flushes them as one `batch_push` script.
-        storage
-            .push_all(futures_util::stream::iter(tasks))
+        let mut call = PUSH_SCRIPT.key(self.key("data"));
+        call.key(self.key("active"))
+            .key(self.key("signal"))
+            .key(self.key("meta"))
+            .arg(MAX_ATTEMPTS);
+        for job in jobs {
+            // The payload apalis' JSON codec writes and its fetch decodes.
+            let payload = serde_json::to_string(job).map_err(|e| anyhow::anyhow!("task: {e}"))?;
+            call.arg(job.job_id.to_string()).arg(payload);
+        }
+        let mut conn = self.conn.clone();
+        call.invoke_async::<u64>(&mut conn)
             .await
+            .map(drop)
             .map_err(|e| anyhow::anyhow!("enqueue: {e}"))
     }
 
@@ -309,6 +311,13 @@ static MISSING_SCRIPT: std::sync::LazyLock<redis::Script> =
 
 static PRUNE_DONE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/prune_done.lua")));
+
+static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/push.lua")));
+
+/// The attempts apalis' push records for a task that names none. The worker retries within
+/// a delivery and never asks apalis to retry, so it is only a record.
+const MAX_ATTEMPTS: u32 = 25;
 
 static PROMOTE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/promote.lua")));
