@@ -290,6 +290,72 @@ async fn the_uses_of_keys_that_fall_due_together_are_written_in_one_statement() 
     assert!(stamps.iter().all(|t| *t == stamps[0]), "{stamps:?}");
 }
 
+/// `n` live keys written straight into `api_keys` in one statement; returns them.
+async fn many_keys(db: &TestDb, n: usize) -> Vec<String> {
+    let tokens: Vec<String> = (0..n).map(|_| generate_key().unwrap()).collect();
+    let hashes: Vec<Vec<u8>> = tokens.iter().map(|t| hash_key(t).to_vec()).collect();
+    sqlx::query(
+        "INSERT INTO api_keys (id, name, key_hash, prefix) \
+         SELECT gen_random_uuid(), 'bulk-' || n, h, 'csk_bulk' \
+         FROM UNNEST($1::bytea[]) WITH ORDINALITY AS t(h, n)",
+    )
+    .bind(&hashes)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    tokens
+}
+
+#[tokio::test]
+async fn a_full_cache_evicts_unknown_keys_before_the_loaded_ones() {
+    let db = TestDb::new().await;
+    let tokens = many_keys(&db, 5_000).await;
+    let cache = KeyCache::new(Duration::from_secs(60), db.pool.clone());
+    assert_eq!(cache.preload(&db.pool).await.unwrap(), 5_000);
+    // A flood of made-up keys fills the rest of the cache (10,000 entries), then one more.
+    for _ in 0..5_001 {
+        assert!(
+            cache
+                .lookup(&db.pool, &generate_key().unwrap())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let closed = closed_pool(&db).await;
+    for t in tokens.iter().step_by(97) {
+        assert!(
+            matches!(cache.lookup(&closed, t).await, Ok(Some(_))),
+            "a loaded key was evicted by unknown ones"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_more_keys_than_the_writer_queues_is_recorded_whole() {
+    let db = TestDb::new().await;
+    let tokens = many_keys(&db, 1_500).await;
+    let cache = KeyCache::new(Duration::from_secs(60), db.pool.clone());
+    cache.preload(&db.pool).await.unwrap();
+    // Cached: 1,500 first uses within a few milliseconds, more than the writer's queue holds.
+    for t in &tokens {
+        assert!(cache.lookup(&db.pool, t).await.unwrap().is_some());
+    }
+    wait_for(
+        "every key's use recorded",
+        Duration::from_secs(15),
+        || async {
+            let unrecorded: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE last_used_at IS NULL")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            (unrecorded == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_key_sees_lists_and_deletes_only_its_own_jobs() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());

@@ -10,7 +10,8 @@
 //!
 //! A job's task id in Redis is its job id, so "does Redis still hold job X" is
 //! `HEXISTS {queue}:data X`, and a second push of a job Redis still holds is a no-op
-//! (apalis' push script sets the payload with `HSETNX`): the sweeper may push freely.
+//! (the push script, `lua/push.lua`, sets the payload with `HSETNX`, as apalis' does): the
+//! sweeper may push freely.
 
 pub mod events;
 
@@ -315,8 +316,9 @@ static PRUNE_DONE_SCRIPT: std::sync::LazyLock<redis::Script> =
 static PUSH_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(include_str!("lua/push.lua")));
 
-/// The attempts apalis' push records for a task that names none. The worker retries within
-/// a delivery and never asks apalis to retry, so it is only a record.
+/// The attempts apalis' push records for a task that names none. Only a record: the worker
+/// retries within a delivery, and apalis' result handling gives up after 25 attempts
+/// whatever the task says.
 const MAX_ATTEMPTS: u32 = 25;
 
 static PROMOTE_SCRIPT: std::sync::LazyLock<redis::Script> =

@@ -786,6 +786,62 @@ async fn a_claim_cut_short_never_leaves_its_lock_on_a_pooled_connection() {
     pool.close().await;
 }
 
+/// The API's push (`lua/push.lua`) puts tasks on the ready list; a job Redis still holds is
+/// left as it is however often it is pushed (the sweepers rely on it); and a push larger
+/// than one Lua `unpack` takes (~8,000 values) lands whole.
+#[tokio::test]
+async fn a_job_pushed_again_is_queued_once_and_a_large_push_lands_whole() {
+    let env = Env::new().await;
+    let q = &env.queue.name;
+    let mut conn = env.queue.conn().await;
+    let job = DownloadJob {
+        job_id: Uuid::now_v7(),
+        url: "http://127.0.0.1:9/once".into(),
+        enqueued_at: Utc::now(),
+    };
+    env.producer.push(&job).await.unwrap();
+    // As a worker records a try on the task.
+    let meta = format!("{q}:meta:{}", job.job_id);
+    let _: () = redis::cmd("HSET")
+        .arg(&meta)
+        .arg("attempts")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    env.producer.push(&job).await.unwrap();
+    env.producer
+        .push_many(&[job.clone(), job.clone()])
+        .await
+        .unwrap();
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("{q}:active"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ready, [job.job_id.to_string()]);
+    let attempts: String = redis::cmd("HGET")
+        .arg(&meta)
+        .arg("attempts")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(attempts, "1", "a push again must not reset the task");
+
+    let many: Vec<DownloadJob> = (0..9_000)
+        .map(|_| DownloadJob {
+            job_id: Uuid::now_v7(),
+            url: "http://127.0.0.1:9/many".into(),
+            enqueued_at: Utc::now(),
+        })
+        .collect();
+    env.producer.push_many(&many).await.unwrap();
+    let stats = env.producer.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.scheduled), (9_001, 0));
+}
+
 /// apalis-redis 1.0.0's fetch moves every due task to the ready list in one Lua `unpack`,
 /// which fails beyond ~8,000 values: a backlog that large (a burst while workers are down)
 /// failed every fetch, for good. Workers now promote due tasks in chunks first.

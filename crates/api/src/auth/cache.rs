@@ -2,15 +2,16 @@
 //! would put a round trip on every request. A lookup (found or not) is kept here for `ttl`,
 //! keyed by the key's SHA-256, so a key revoked in Postgres is refused by every replica at
 //! most `ttl` later. `last_used_at` is written at most once a minute per key and process,
-//! in the background, the keys due at once in one statement.
+//! in the background, the keys due within a second in one statement.
 //!
-//! A key in use never waits for Postgres: every `ttl / 2` a background task reads again, in
-//! one statement, every found key used since its last read, so it is fresh before it
-//! expires (a revoked one comes back missing and is refused from then on). At start the
-//! most recently used keys are loaded ([`KeyCache::preload`]), so the first request of each
-//! after a restart is not a lookup either: a burst right after a deploy had every key's first
-//! submit wait behind its own lookup (docs/BENCHMARKS.md, "Keys cached before they are
-//! asked for"). Unknown keys are never read again: they expire.
+//! A key in use does not wait for Postgres: every `ttl / 2` a background task reads again,
+//! in one statement, every found key used since its last read, so a key used at least once
+//! in every half `ttl` is fresh before it expires (a revoked one comes back missing and is
+//! refused from then on). At start the most recently used keys are loaded
+//! ([`KeyCache::preload`]), so the first request of each after a restart is not a lookup
+//! either: a burst right after a deploy had every key's first submit wait behind its own
+//! lookup (docs/BENCHMARKS.md, "Keys cached before they are asked for"). Unknown keys are
+//! never read again: they expire, and are the first evicted when the cache is full.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -26,8 +27,11 @@ use super::keys::hash_key;
 /// Most lookups kept; past it expired entries are dropped, and if that is not enough the
 /// cache starts over (a flood of random keys cannot grow memory without bound).
 const MAX_ENTRIES: usize = 10_000;
+/// Keys loaded at start-up: half the cache, so that lookups of other keys (new ones, made-up
+/// ones) find room without evicting the loaded ones.
+const PRELOADED: usize = MAX_ENTRIES / 2;
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
-/// Most keys whose use waits to be written; past it a key's use is written a minute later.
+/// Most keys written by one statement.
 const MAX_TOUCHES: usize = 1_024;
 /// How long the first key to fall due waits for others before their uses are written: the
 /// keys of a burst (every key's first request after a start, then each minute) go in one
@@ -50,7 +54,8 @@ pub struct KeyCache {
     ttl: Duration,
     entries: Arc<Entries>,
     touched: Mutex<HashMap<Uuid, Instant>>,
-    touches: mpsc::Sender<Uuid>,
+    /// Unbounded, and bounded all the same: a key is sent at most once a minute.
+    touches: mpsc::UnboundedSender<Uuid>,
 }
 
 impl KeyCache {
@@ -62,7 +67,7 @@ impl KeyCache {
         if !ttl.is_zero() {
             tokio::spawn(refresh_loop(Arc::downgrade(&entries), ttl, pool.clone()));
         }
-        let (touches, rx) = mpsc::channel(MAX_TOUCHES);
+        let (touches, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_touches(rx, pool));
         Self {
             ttl,
@@ -96,7 +101,12 @@ impl KeyCache {
                 let row = keys::find_live_key(pool, &hash).await?.map(Arc::new);
                 let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
                 if entries.len() >= MAX_ENTRIES {
+                    // Expired entries first, then misses (a flood of made-up keys), and
+                    // only then the live keys too.
                     entries.retain(|_, e| e.fetched.elapsed() < self.ttl);
+                    if entries.len() >= MAX_ENTRIES {
+                        entries.retain(|_, e| e.row.is_some());
+                    }
                     if entries.len() >= MAX_ENTRIES {
                         entries.clear();
                     }
@@ -118,14 +128,14 @@ impl KeyCache {
         Ok(row)
     }
 
-    /// Loads the most recently used live keys, as many as the cache keeps; returns how
-    /// many. Each stays until `ttl` unless it is used, then it is kept fresh.
+    /// Loads the most recently used live keys, [`PRELOADED`] at most; returns how many.
+    /// Each stays until `ttl` unless it is used, then it is kept fresh.
     pub async fn preload(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
         if self.ttl.is_zero() {
             return Ok(0);
         }
         let fetched = Instant::now();
-        let found = keys::recent_live_keys(pool, MAX_ENTRIES as i64).await?;
+        let found = keys::recent_live_keys(pool, PRELOADED as i64).await?;
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         for k in &found {
             if let Ok(hash) = <[u8; 32]>::try_from(k.key_hash.as_slice()) {
@@ -148,13 +158,14 @@ impl KeyCache {
             }
             touched.insert(id, Instant::now());
         }
-        // Full: the writer is behind by a thousand keys; this one is written next minute.
-        let _ = self.touches.try_send(id);
+        // Fails only once the writer has stopped (the process is ending).
+        let _ = self.touches.send(id);
     }
 }
 
 /// Every `ttl / 2`, reads again the keys used since they were last read, until the cache
-/// is dropped. A failed read is logged and tried at the next tick; meanwhile entries age as
+/// is dropped: a key used at least once in every half `ttl` is read again before it
+/// expires. A failed read is logged and tried at the next tick; meanwhile entries age as
 /// they would without it, and a lookup past `ttl` goes to Postgres itself.
 async fn refresh_loop(entries: Weak<Entries>, ttl: Duration, pool: PgPool) {
     let mut tick = tokio::time::interval(ttl / 2);
@@ -188,11 +199,19 @@ async fn refresh(entries: &Entries, pool: &PgPool) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     let fetched = Instant::now();
-    let found: HashMap<Vec<u8>, KeyRow> = keys::find_live_keys(pool, &due)
-        .await?
-        .into_iter()
-        .map(|k| (k.key_hash, k.row))
-        .collect();
+    let found: HashMap<Vec<u8>, KeyRow> = match keys::find_live_keys(pool, &due).await {
+        Ok(found) => found.into_iter().map(|k| (k.key_hash, k.row)).collect(),
+        Err(e) => {
+            // Still due: the next tick reads them.
+            let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
+            for hash in &due {
+                if let Some(e) = entries.get_mut(hash) {
+                    e.used = true;
+                }
+            }
+            return Err(e);
+        }
+    };
     let mut entries = entries.lock().unwrap_or_else(|e| e.into_inner());
     for hash in due {
         // An entry a lookup replaced meanwhile is newer than this read.
@@ -206,19 +225,19 @@ async fn refresh(entries: &Entries, pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// Writes keys' uses until the cache is dropped: from the first key due, whatever falls due
-/// in the next [`TOUCH_GATHER`] (at most [`MAX_TOUCHES`]), in one statement.
-async fn write_touches(mut rx: mpsc::Receiver<Uuid>, pool: PgPool) {
+/// in the next [`TOUCH_GATHER`], in statements of at most [`MAX_TOUCHES`] keys.
+async fn write_touches(mut rx: mpsc::UnboundedReceiver<Uuid>, pool: PgPool) {
     while let Some(first) = rx.recv().await {
-        tokio::time::sleep(TOUCH_GATHER).await;
+        let until = tokio::time::Instant::now() + TOUCH_GATHER;
         let mut ids = vec![first];
-        while ids.len() < MAX_TOUCHES {
-            match rx.try_recv() {
-                Ok(id) => ids.push(id),
-                Err(_) => break,
-            }
+        // Ends early when the cache is dropped: what was gathered is still written.
+        while let Ok(Some(id)) = tokio::time::timeout_at(until, rx.recv()).await {
+            ids.push(id);
         }
-        if let Err(e) = keys::touch_last_used(&pool, &ids).await {
-            tracing::warn!(keys = ids.len(), error = %e, "recording keys' last use");
+        for chunk in ids.chunks(MAX_TOUCHES) {
+            if let Err(e) = keys::touch_last_used(&pool, chunk).await {
+                tracing::warn!(keys = chunk.len(), error = %e, "recording keys' last use");
+            }
         }
     }
 }

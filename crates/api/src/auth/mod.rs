@@ -62,7 +62,7 @@ pub struct AccessArgs {
     #[arg(long, env = "CLIPSTASH_MAX_STREAMS_PER_KEY", value_name = "CLIPSTASH_MAX_STREAMS_PER_KEY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_streams_per_key: u32,
 
-    /// How long a key lookup is cached in this process; a revoked key is refused by every replica within this time (at most 60s; 0s caches nothing). Keys in use are read again every half of it, in the background.
+    /// How long a key lookup is cached in this process; a revoked key is refused by every replica within this time (1s to 60s; 0s caches nothing). Keys in use are read again every half of it, in the background.
     #[arg(long, env = "CLIPSTASH_AUTH_CACHE_TTL", value_name = "CLIPSTASH_AUTH_CACHE_TTL", default_value = "10s", value_parser = parse_ttl)]
     pub auth_cache_ttl: Duration,
 }
@@ -71,6 +71,11 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
     if d > Duration::from_secs(60) {
         return Err("must be at most 60s".into());
+    }
+    // Keys in use are read again every half TTL: a shorter one would be a statement per
+    // timer tick, for nothing a revocation needs.
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return Err("must be 0s (no cache) or at least 1s".into());
     }
     Ok(d)
 }
@@ -228,4 +233,19 @@ pub async fn authenticate(
         }
     }
     Ok(res.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_ttl_is_off_or_between_one_second_and_a_minute() {
+        for ok in ["0s", "1s", "10s", "60s"] {
+            assert!(parse_ttl(ok).is_ok(), "{ok}");
+        }
+        for bad in ["1ns", "500ms", "61s", "ten"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
 }

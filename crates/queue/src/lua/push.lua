@@ -21,7 +21,8 @@ if #ids > 0 then
     for s = 1, #ids, 1000 do
         redis.call('RPUSH', KEYS[2], unpack(ids, s, math.min(s + 999, #ids)))
     end
-    -- As apalis' push: tell waiting workers there is work.
+    -- As promote.lua and apalis' fetch do when tasks become ready (apalis' poller here polls
+    -- on a timer; the signal is for any consumer that waits on it).
     redis.call('DEL', KEYS[3])
     redis.call('LPUSH', KEYS[3], 1)
 end
