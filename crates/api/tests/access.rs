@@ -357,6 +357,31 @@ async fn a_burst_of_more_keys_than_the_writer_queues_is_recorded_whole() {
 }
 
 #[tokio::test]
+async fn the_api_starts_with_its_keys_already_cached() {
+    let (db, queue) = (TestDb::new().await, TestQueue::new());
+    let k = key(&db, "made-before-the-start", None, None).await;
+    // A minute's cache: no refresh runs during the test (one every 30 s).
+    let access = AccessArgs {
+        auth_cache_ttl: Duration::from_secs(60),
+        ..test_settings::access()
+    };
+    let api = start(&db, &queue, access).await;
+    // Revoked before its first request: a lookup would refuse it, the entry loaded at start
+    // still lets it through (a revocation reaches a replica within the TTL).
+    assert!(
+        keys::revoke_key(&db.pool, "made-before-the-start")
+            .await
+            .unwrap()
+    );
+    let r = call("GET", &format!("{}/v1/downloads", api.base), Some(&k), None).await;
+    assert_eq!(
+        r.status, 200,
+        "the key was looked up, not loaded at start: {:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
 async fn a_key_sees_lists_and_deletes_only_its_own_jobs() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());
     let api = start(&db, &queue, test_settings::access()).await;
