@@ -60,7 +60,6 @@ impl RedisArgs {
 /// Connection and queue for producing jobs and sampling the queue.
 #[derive(Clone)]
 pub struct Queue {
-    storage: RedisStorage<DownloadJob>,
     config: Config,
     conn: ConnectionManager,
     name: String,
@@ -110,7 +109,6 @@ impl Queue {
             .missed_heartbeats(args.missed_heartbeats as usize)
             .lock_tasks(false);
         Self {
-            storage: RedisStorage::new(conn.clone()).with_config(config.clone()),
             config,
             conn,
             name: args.queue.clone(),
@@ -161,10 +159,11 @@ impl Queue {
     }
 
     /// Enqueues another copy of a job under a fresh task id, as a redelivery would: for tests
-    /// of duplicate deliveries. Production code uses [`push`](Queue::push).
+    /// of duplicate deliveries, through apalis' own push (into the scheduled set). Production
+    /// code uses [`push`](Queue::push).
     pub async fn push_copy(&self, job: &DownloadJob) -> anyhow::Result<()> {
-        let mut storage = self.storage.clone();
-        storage
+        RedisStorage::new(self.conn.clone())
+            .with_config(self.config.clone())
             .push(job.clone())
             .await
             .map_err(|e| anyhow::anyhow!("enqueue: {e}"))

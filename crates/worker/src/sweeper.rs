@@ -11,7 +11,8 @@
 //!    those whose object is still stored.
 //!
 //! Every worker sweeps, without a leader: a job's task id in Redis is its job id and the
-//! push (`clipstash_queue`'s `lua/push.lua`, as apalis' push) sets the payload with `HSETNX`, so two sweepers pushing the same job leave one task.
+//! push (`clipstash_queue`'s `lua/push.lua`, as apalis' push) sets the payload with
+//! `HSETNX`, so two sweepers pushing the same job leave one task.
 //! A copy that still slips through (the job finished between the read and the push) is
 //! dropped by the claim's lock and the transitions' guards.
 
