@@ -104,7 +104,7 @@ down:
 monitor:
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v prometheus >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
+    command -v prometheus >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
     mkdir -p {{data}}/prometheus/tsdb {{data}}/pids {{data}}/logs
     [ -e {{data}}/prometheus/workers.json ] || echo '[]' > {{data}}/prometheus/workers.json
     cp deploy/prometheus.yml deploy/alerts.yml {{data}}/prometheus/
@@ -118,7 +118,7 @@ monitor:
 test: services
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
+    command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
     deploy/check.sh
     # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
     eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE

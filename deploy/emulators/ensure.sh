@@ -5,6 +5,7 @@
 # Used by `just test` and `.ci/run`; safe to run again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../retry.sh"
 dest=${CLIPSTASH_EMULATORS:-$HOME/.cache/clipstash-emulators}
 mkdir -p "$dest"
 
@@ -17,10 +18,10 @@ if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$dest/venv/bin/
   echo "installing storage emulators into $dest ..." >&2
   rm -rf "$dest/venv" "$dest/node_modules" "$dest/package-lock.json"
   python3 -m venv "$dest/venv"
-  "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
-  command -v npm >/dev/null || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >&2; }
+  retry "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
+  command -v npm >/dev/null || { retry apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -o Acquire::Retries=3 -y -qq nodejs npm >&2; }
   cp "$here/package.json" "$dest/package.json"
-  (cd "$dest" && npm install --silent --no-audit --no-fund >&2)
+  (cd "$dest" && retry npm install --silent --no-audit --no-fund >&2)
   echo "$want" > "$dest/.stamp"
 fi
 echo "CLIPSTASH_MOTO=$dest/venv/bin/moto_server"

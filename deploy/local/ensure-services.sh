@@ -3,14 +3,15 @@
 # Starts the local servers when none answers, installing Debian's packages when missing.
 # Used by `just up` and `just test`; safe to run again.
 set -euo pipefail
+. "$(cd "$(dirname "$0")" && pwd)/../retry.sh"
 
 PG_HOST=127.0.0.1 PG_PORT=5432 REDIS_PORT=6379
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 apt_updated=""
 
 install() {
-  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+  if [ -z "$apt_updated" ]; then retry $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -o Acquire::Retries=3 -y -qq "$@" >/dev/null
 }
 
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }

@@ -5,6 +5,7 @@
 # `just worker` and `just test`; safe to run again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../retry.sh"
 dest=${CLIPSTASH_YTDLP_HOME:-$HOME/.cache/clipstash-ytdlp}
 mkdir -p "$dest"
 # The stamp covers the pinned versions only (file contents, not paths), so every clone shares it.
@@ -13,7 +14,7 @@ if [ "$(cat "$dest/.stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$dest/venv/bin/
   echo "installing yt-dlp into $dest ..." >&2
   rm -rf "$dest/venv" "$dest/.stamp"
   python3 -m venv "$dest/venv"
-  "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
+  retry "$dest/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" >&2
   echo "$want" > "$dest/.stamp"
 fi
 echo "CLIPSTASH_YTDLP=$dest/venv/bin/yt-dlp"
