@@ -105,8 +105,16 @@ impl YtdlpHosts {
         let Some(host) = url.host_str() else {
             return VideoSource::Direct;
         };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let under = |entry: &str| host == entry || host.ends_with(&format!(".{entry}"));
+        // Asked on every submit: compared in place, without a lower-cased copy of the host
+        // or a `.{entry}` string per entry.
+        let host = host.trim_end_matches('.').as_bytes();
+        let under = |entry: &str| {
+            let entry = entry.as_bytes();
+            let Some(start) = host.len().checked_sub(entry.len()) else {
+                return false;
+            };
+            host[start..].eq_ignore_ascii_case(entry) && (start == 0 || host[start - 1] == b'.')
+        };
         if !self.0.iter().any(|e| under(e)) {
             VideoSource::Direct
         } else if YOUTUBE_HOSTS.iter().any(|e| under(e)) {
@@ -755,6 +763,9 @@ mod tests {
         assert_eq!(route("https://vimeo.com/1"), VideoSource::Ytdlp);
         assert_eq!(route("https://notyoutube.com/v.mp4"), VideoSource::Direct);
         assert_eq!(route("https://cdn.example/v.mp4"), VideoSource::Direct);
+        // A listed host itself, with the root's trailing dot; a host shorter than any entry.
+        assert_eq!(route("https://YouTube.com./x"), VideoSource::Youtube);
+        assert_eq!(route("https://be/x"), VideoSource::Direct);
         let lo: YtdlpHosts = "127.0.0.1".parse().unwrap();
         assert_eq!(
             lo.route(&url::Url::parse("http://127.0.0.1:8080/x").unwrap()),
