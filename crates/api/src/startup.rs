@@ -44,8 +44,8 @@ pub struct AppState {
     pub video_info: routes::videos::VideoInfoService,
 }
 
-/// Submit batches written at once, and committed ones enqueued at once (see where the
-/// inserter starts in [`Application::build`]).
+/// Submit batches in flight, each written and then enqueued (see where the inserter starts
+/// in [`Application::build`]).
 const SUBMIT_BATCHES_IN_FLIGHT: usize = 1;
 
 /// A bound, not yet running API.
@@ -157,13 +157,14 @@ impl Application {
             cache_conn,
             &common.redis.queue,
         );
-        // One batch written at a time while the one before it is enqueued (one round trip
-        // to Redis, before its submits are answered). Fewer batches at once are larger
-        // ones, and a submit's cost is mostly per batch; two concurrent keyed batches also
-        // wait on each other's key locks. Against two at once, each holding its connection
-        // through its enqueue, this wrote keyed submits 17-25% faster and keyless ones 11%
-        // (docs/BENCHMARKS.md, "One batch at a time, enqueued while the next is written").
-        // It takes one connection; the rest of the pool serves everything else.
+        // One batch at a time, written and then enqueued (one round trip to Redis, before
+        // its submits are answered) before the next is taken. Fewer batches at once are
+        // larger ones, and a submit's cost is mostly per batch; two concurrent keyed batches
+        // also wait on each other's key locks. Against two at once this wrote keyed submits
+        // 17-25% faster and keyless ones 11%; against writing the next batch while this one
+        // is enqueued, keyless submits took ~10% less CPU each (docs/BENCHMARKS.md, "One
+        // batch at a time" and stop 24). It takes one connection; the rest of the pool
+        // serves everything else.
         let inserter = JobInserter::spawn_then(
             pool.clone(),
             SUBMIT_BATCHES_IN_FLIGHT,

@@ -8,8 +8,12 @@
 //! exists before the 202" holds exactly as with a single `INSERT`.
 //!
 //! An [`AfterCommit`] stage runs on each committed batch before its callers are answered:
-//! the API enqueues the batch's jobs there, in one round trip to Redis. A committed batch
-//! gives its connection back before its stage runs, so the next batch is written meanwhile.
+//! the API enqueues the batch's jobs there, in one round trip to Redis. A batch keeps its
+//! place (one of the batches in flight) until its stage has run: the submits that arrive
+//! meanwhile wait for the next batch, which is larger for it. Writing the next batch while
+//! this one was enqueued made batches of ~10 at 32 clients where this makes ~14, and cost
+//! ~10% more CPU per submit on the whole machine (docs/BENCHMARKS.md, stop 24). A committed
+//! batch still gives its connection back before its stage.
 //!
 //! Submits made with an API key carry the key's cap on active jobs
 //! ([`JobInserter::insert_capped`]). A batch with such submits is still one statement (one
@@ -103,10 +107,10 @@ struct Pending {
 }
 
 impl JobInserter {
-    /// Starts the batching task on `pool`, writing at most `in_flight` batches at once (each
-    /// on a pooled connection the task keeps between batches, and gives back once unused
-    /// for a second), while at most `in_flight` committed ones go through their after-commit
-    /// stage. It ends when the last clone is dropped.
+    /// Starts the batching task on `pool`, with at most `in_flight` batches at once, each
+    /// written (on a pooled connection the task keeps between batches, and gives back once
+    /// unused for a second) and then through its after-commit stage. It ends when the last
+    /// clone is dropped.
     pub fn spawn(pool: PgPool, in_flight: usize) -> Self {
         Self::start(pool, in_flight, None)
     }
@@ -224,12 +228,9 @@ async fn run(
             }
         }
     });
-    // A batch gives its database slot back once committed, and takes one of these for its
-    // after-commit stage: the next batch is written while this one is enqueued.
-    let stages = Arc::new(Semaphore::new(in_flight));
     run_batches(rx, in_flight, MAX_BATCH, move |batch| {
-        let (held, after, stages) = (held.clone(), after.clone(), stages.clone());
-        async move { write(&held, batch, after, stages).await }
+        let (held, after) = (held.clone(), after.clone());
+        async move { write(&held, batch, after).await }
     })
     .await;
 }
@@ -354,14 +355,9 @@ pub async fn run_batches<T, F, Fut>(
 }
 
 /// One `INSERT` of the whole batch, then (for submits with an `Idempotency-Key` it did not
-/// write) one look-up of the jobs their keys name. Then, holding one of `stages` instead of
-/// the batch's database slot, the after-commit stage and the answers ([`answer`]).
-async fn write(
-    held: &Held,
-    batch: Vec<Pending>,
-    after: Option<AfterCommit>,
-    stages: Arc<Semaphore>,
-) {
+/// write) one look-up of the jobs their keys name. Then, with the connection given back but
+/// the batch's place kept, the after-commit stage and the answers ([`answer`]).
+async fn write(held: &Held, batch: Vec<Pending>, after: Option<AfterCommit>) {
     let (mut conn, since) = match held.take().await {
         Ok(taken) => taken,
         Err(e) => return fail_all(batch, e),
@@ -392,13 +388,7 @@ async fn write(
     if earlier.is_ok() {
         held.give_back(conn, since);
     }
-    // Waiting here keeps the database slot (not its connection): at most `in_flight`
-    // batches are in their stage, and at most `in_flight` more committed ones wait for one.
-    let stage = stages.acquire_owned().await;
-    tokio::spawn(async move {
-        answer(answers, earlier, after).await;
-        drop(stage);
-    });
+    answer(answers, earlier, after).await;
 }
 
 /// The after-commit stage on a committed batch's rows, then every caller's [`Written`].
