@@ -61,6 +61,20 @@ pub struct Settings {
     )]
     pub http_workers: Option<usize>,
 
+    /// Threads of the API's own runtime, which runs the submit batch writer and its enqueue,
+    /// the background tasks, and the socket readiness of every Postgres and Redis connection
+    /// (requests run on the HTTP workers). One cost ~14% less CPU per submit than one per core
+    /// on 2 cores: the writer is one batch at a time, and a second thread mostly traded its
+    /// tasks back and forth (docs/BENCHMARKS.md, stop 24).
+    #[arg(
+        long,
+        env = "CLIPSTASH_RUNTIME_THREADS",
+        value_name = "CLIPSTASH_RUNTIME_THREADS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub runtime_threads: u16,
+
     #[command(flatten)]
     pub access: AccessArgs,
 

@@ -818,6 +818,57 @@ async fn auth_off_is_announced_loudly() {
     let _ = std::fs::remove_dir_all(storage);
 }
 
+/// `CLIPSTASH_RUNTIME_THREADS` sizes the real server's own runtime (one thread unless set),
+/// as the runtime itself reports at start-up.
+#[tokio::test]
+async fn the_api_runtime_has_the_threads_it_is_given() {
+    let (db, queue) = (TestDb::new().await, TestQueue::new());
+    for (set, expected) in [(None, 1), (Some("3"), 3)] {
+        let port = free_port();
+        let storage = std::env::temp_dir().join(format!("cs-rt-{}", uuid::Uuid::new_v4().simple()));
+        let mut env = vec![
+            ("DATABASE_URL", db.url.clone()),
+            ("REDIS_URL", clipstash_testkit::redis_url()),
+            ("CLIPSTASH_QUEUE", queue.name.clone()),
+            ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
+            ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
+            ("CLIPSTASH_HTTP_WORKERS", "1".into()),
+            ("CLIPSTASH_AUTH", "off".into()),
+        ];
+        if let Some(n) = set {
+            env.push(("CLIPSTASH_RUNTIME_THREADS", n.into()));
+        }
+        let api = Proc::spawn("clipstash-api", &["serve"], &env);
+        wait_healthy(&api, &format!("http://127.0.0.1:{port}/readyz")).await;
+        let log = api.log_text();
+        let listening = log
+            .lines()
+            .find(|l| l.contains("clipstash-api listening"))
+            .map(without_colours)
+            .unwrap_or_else(|| panic!("no start-up line in {log}"));
+        assert!(
+            listening.ends_with(&format!(" runtime_threads={expected}")),
+            "{set:?}: {listening}"
+        );
+        drop(api);
+        let _ = std::fs::remove_dir_all(storage);
+    }
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn idempotency_keys_belong_to_their_api_key_and_replays_pass_the_cap() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());

@@ -87,6 +87,8 @@ pub fn api(common: CommonArgs) -> clipstash_api::Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: None,
         http_workers: Some(2),
+        // Tests run the API on their own runtime: this setting is read by `main` only.
+        runtime_threads: 1,
         access: AccessArgs {
             auth: AuthMode::Off,
             ..access()
