@@ -178,6 +178,37 @@ bench-ab A B ROUNDS="10" *FLAGS="--keys 32": services
       echo "$build: median submits/s $(col 2), p99 $(col 3) ms, CPU per submit $(col 4) µs ({{ROUNDS}} runs)"
     done
 
+# The enqueue phase with Postgres and Redis moved to a CPU of their own (the API and the load generator on the others, as with the stores on their own hosts), alternated with the usual shared run; medians of the ratio to /healthz. Needs root: it moves the local servers' CPU affinity and puts it back (docs/BENCHMARKS.md)
+bench-stores-apart ROUNDS="5" *FLAGS="": services
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release --workspace --bins
+    bench={{CARGO_TARGET_DIR}}/release/clipstash-bench
+    cpus=$(nproc); [ "$cpus" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
+    stores=$((cpus - 1)); rest="0-$((cpus - 2))"
+    # Every Postgres process (new backends inherit the postmaster's CPUs) and Redis thread,
+    # with the CPUs each had, put back on exit.
+    saved=$(for p in $(pgrep -x postgres) $(pgrep -x redis-server); do echo "$p $(taskset -p "$p" | awk '{print $NF}')"; done)
+    restore() { while read -r p mask; do taskset -a -p "$mask" "$p" >/dev/null 2>&1 || true; done <<<"$saved"; }
+    runs=$(mktemp); trap 'restore; rm -f "$runs"' EXIT
+    for _ in $(seq 1 {{ROUNDS}}); do for mode in apart shared; do
+      if [ "$mode" = apart ]; then
+        while read -r p _; do taskset -a -p -c "$stores" "$p" >/dev/null || { echo "cannot move pid $p (run as root)" >&2; exit 1; }; done <<<"$saved"
+        out=$(taskset -c "$rest" "$bench" --enqueue-only {{FLAGS}} 2>&1) || { echo "$out" >&2; exit 1; }
+        restore
+      else
+        out=$("$bench" --enqueue-only {{FLAGS}} 2>&1) || { echo "$out" >&2; exit 1; }
+      fi
+      healthz=$(awk '/^baseline: GET \/healthz/ {print $4}' <<<"$out")
+      read -r rate p99 ratio < <(awk '/^enqueue:/ {print $5, $7, $8}' <<<"$out")
+      [ -n "$healthz" ] && [ -n "$ratio" ] || { echo "no enqueue figures:" >&2; echo "$out" >&2; exit 1; }
+      echo "$mode: /healthz $healthz/s, submits $rate/s, p99 $p99 ms, ${ratio} /healthz; $(grep -o 'CPU per submit: [^;]*' <<<"$out")" | tee -a "$runs"
+    done; done
+    median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+    for mode in apart shared; do
+      echo "$mode: median $(awk -v m="$mode:" '$1 == m { sub(/x$/, "", $9); print $9 }' "$runs" | median)x /healthz ({{ROUNDS}} runs)"
+    done
+
 # What Postgres alone does for the small-job path: pgbench of the claim and completion statements, one job at a time and batched (docs/BENCHMARKS.md)
 bench-postgres: services
     crates/bench/pgbench/run.sh
