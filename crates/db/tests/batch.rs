@@ -209,7 +209,9 @@ async fn submits_that_arrive_while_a_batch_is_enqueued_wait_and_go_as_one_batch(
         1,
         Arc::new(move |rows: Vec<JobRow>| {
             let (entered_tx, gate) = (entered_tx.clone(), stage_gate.clone());
-            log.lock().unwrap().push(rows.iter().map(|r| r.id).collect());
+            log.lock()
+                .unwrap()
+                .push(rows.iter().map(|r| r.id).collect());
             Box::pin(async move {
                 // The first batch's stage holds until the gate opens; later ones pass.
                 let first = entered_tx.lock().unwrap().take();
@@ -259,12 +261,19 @@ async fn submits_that_arrive_while_a_batch_is_enqueued_wait_and_go_as_one_batch(
         );
     }
     let mut staged = staged.lock().unwrap().clone();
-    assert_eq!(staged.len(), 2, "one stage for the first, one for the rest: {staged:?}");
+    assert_eq!(
+        staged.len(),
+        2,
+        "one stage for the first, one for the rest: {staged:?}"
+    );
     assert_eq!(staged[0], vec![first_id]);
     let (mut second, mut expected) = (staged.remove(1), later_ids.clone());
     second.sort();
     expected.sort();
-    assert_eq!(second, expected, "the three waiting submits went as one batch");
+    assert_eq!(
+        second, expected,
+        "the three waiting submits went as one batch"
+    );
 }
 
 /// A stage that panics is the batch's error: every caller is answered with its row and that
