@@ -71,7 +71,9 @@ impl Exporter {
     }
 
     /// Runs the recorder's upkeep every 5 s until `shutdown` fires; without it histogram
-    /// buffers grow between scrapes.
+    /// buffers grow between scrapes. The upkeep takes the histograms' write lock, which
+    /// waits for a render in progress (milliseconds at 10,000 series): it runs on the
+    /// blocking pool, so that wait never holds a runtime thread (the API's runtime has one).
     pub fn spawn_upkeep(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let handle = self.handle.clone();
         tokio::spawn(async move {
@@ -79,7 +81,10 @@ impl Exporter {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = tick.tick() => {
+                        let handle = handle.clone();
+                        let _ = tokio::task::spawn_blocking(move || handle.run_upkeep()).await;
+                    }
                 }
             }
         })
