@@ -3,7 +3,7 @@
 //! one per job (docs/BENCHMARKS.md has the figures).
 //!
 //! Nothing waits to fill a batch: a batch is whatever queued up while the previous ones
-//! were being written, so a lone submit goes straight through and a burst shares its
+//! were being written and enqueued, so a lone submit goes straight through and a burst shares its
 //! commits. Each caller still gets its own row back only after the commit, so "the row
 //! exists before the 202" holds exactly as with a single `INSERT`.
 //!
@@ -319,8 +319,8 @@ impl Held {
 }
 
 /// Runs `write` on batches taken from `rx` until it closes: each batch is whatever queued up
-/// while the earlier ones were being written (at most `max`), and at most `in_flight` are
-/// written at once. Nothing waits to fill a batch. The API's rate limiter batches its
+/// while the earlier ones were in `write` (at most `max`), and at most `in_flight` are in
+/// it at once. Nothing waits to fill a batch. The API's rate limiter batches its
 /// checks with it too.
 pub async fn run_batches<T, F, Fut>(
     mut rx: mpsc::Receiver<T>,
