@@ -104,7 +104,7 @@ down:
 monitor:
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v prometheus >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
+    command -v prometheus >/dev/null || { . deploy/retry.sh; [ "$(id -u)" -eq 0 ] && S="" || S=sudo; retry $S apt-get update -qq; $S env DEBIAN_FRONTEND=noninteractive apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
     mkdir -p {{data}}/prometheus/tsdb {{data}}/pids {{data}}/logs
     [ -e {{data}}/prometheus/workers.json ] || echo '[]' > {{data}}/prometheus/workers.json
     cp deploy/prometheus.yml deploy/alerts.yml {{data}}/prometheus/
@@ -118,7 +118,7 @@ monitor:
 test: services
     #!/usr/bin/env bash
     set -euo pipefail
-    command -v promtool >/dev/null || { [ "$(id -u)" -eq 0 ] && S="" || S=sudo; $S apt-get update -qq; DEBIAN_FRONTEND=noninteractive $S apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
+    command -v promtool >/dev/null || { . deploy/retry.sh; [ "$(id -u)" -eq 0 ] && S="" || S=sudo; retry $S apt-get update -qq; $S env DEBIAN_FRONTEND=noninteractive apt-get install -o Acquire::Retries=3 -y -qq prometheus >/dev/null; }
     deploy/check.sh
     # moto (S3) and Azurite (Azure Blob) for the storage tests: pinned, installed once per machine.
     eval "$(deploy/emulators/ensure.sh)"; export CLIPSTASH_MOTO CLIPSTASH_AZURITE
@@ -182,26 +182,35 @@ bench-ab A B ROUNDS="10" *FLAGS="--keys 32": services
 bench-stores-apart ROUNDS="5" *FLAGS="": services
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build --release --workspace --bins
-    bench={{CARGO_TARGET_DIR}}/release/clipstash-bench
-    cpus=$(nproc); [ "$cpus" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
-    stores=$((cpus - 1)); rest="0-$((cpus - 2))"
+    [ "$(id -u)" -eq 0 ] || { echo "needs root: it moves the local Postgres' and Redis' CPU affinity" >&2; exit 1; }
+    # The CPUs this shell may use (a cpuset need not start at 0): the stores get the last.
+    cpus=()
+    IFS=, read -ra parts <<<"$(taskset -cp $$ | sed 's/.*: //')"
+    for p in "${parts[@]}"; do
+      if [[ $p == *-* ]]; then cpus+=($(seq "${p%-*}" "${p#*-}")); else cpus+=("$p"); fi
+    done
+    [ "${#cpus[@]}" -ge 2 ] || { echo "needs at least 2 CPUs" >&2; exit 1; }
+    stores=${cpus[-1]}; rest=$(IFS=,; echo "${cpus[*]:0:${#cpus[@]}-1}")
     # Every Postgres process (new backends inherit the postmaster's CPUs) and Redis thread,
     # with the CPUs each had, put back on exit.
     saved=$(for p in $(pgrep -x postgres) $(pgrep -x redis-server); do echo "$p $(taskset -p "$p" | awk '{print $NF}')"; done)
+    [ -n "$saved" ] || { echo "no local postgres or redis-server process to move" >&2; exit 1; }
+    echo "stores on CPU $stores, API and bench on $rest; masks to put back by hand if this is killed:" $saved >&2
+    cargo build --release --workspace --bins
+    bench={{CARGO_TARGET_DIR}}/release/clipstash-bench
     restore() { while read -r p mask; do taskset -a -p "$mask" "$p" >/dev/null 2>&1 || true; done <<<"$saved"; }
     runs=$(mktemp); trap 'restore; rm -f "$runs"' EXIT
     for _ in $(seq 1 {{ROUNDS}}); do for mode in apart shared; do
       if [ "$mode" = apart ]; then
-        while read -r p _; do taskset -a -p -c "$stores" "$p" >/dev/null || { echo "cannot move pid $p (run as root)" >&2; exit 1; }; done <<<"$saved"
+        while read -r p _; do taskset -a -p -c "$stores" "$p" >/dev/null || { echo "cannot move pid $p" >&2; exit 1; }; done <<<"$saved"
         out=$(taskset -c "$rest" "$bench" --enqueue-only {{FLAGS}} 2>&1) || { echo "$out" >&2; exit 1; }
         restore
       else
         out=$("$bench" --enqueue-only {{FLAGS}} 2>&1) || { echo "$out" >&2; exit 1; }
       fi
       healthz=$(awk '/^baseline: GET \/healthz/ {print $4}' <<<"$out")
-      read -r rate p99 ratio < <(awk '/^enqueue:/ {print $5, $7, $8}' <<<"$out")
-      [ -n "$healthz" ] && [ -n "$ratio" ] || { echo "no enqueue figures:" >&2; echo "$out" >&2; exit 1; }
+      read -r rate p99 ratio < <(awk '/^enqueue:/ {print $5, $7, $8}' <<<"$out") || true
+      [ -n "$healthz" ] && [ -n "${ratio:-}" ] || { echo "no enqueue figures:" >&2; echo "$out" >&2; exit 1; }
       echo "$mode: /healthz $healthz/s, submits $rate/s, p99 $p99 ms, ${ratio} /healthz; $(grep -o 'CPU per submit: [^;]*' <<<"$out")" | tee -a "$runs"
     done; done
     median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }

@@ -11,7 +11,7 @@ apt_updated=""
 
 install() {
   if [ -z "$apt_updated" ]; then retry $SUDO apt-get update -qq; apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -o Acquire::Retries=3 -y -qq "$@" >/dev/null
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -o Acquire::Retries=3 -y -qq "$@" >/dev/null
 }
 
 pg_up() { command -v pg_isready >/dev/null && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; }

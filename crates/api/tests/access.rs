@@ -840,12 +840,14 @@ async fn the_api_runtime_has_the_threads_it_is_given() {
         }
         let api = Proc::spawn("clipstash-api", &["serve"], &env);
         wait_healthy(&api, &format!("http://127.0.0.1:{port}/readyz")).await;
-        let log = api.log_text();
-        let listening = log
-            .lines()
-            .find(|l| l.contains("clipstash-api listening"))
-            .map(without_colours)
-            .unwrap_or_else(|| panic!("no start-up line in {log}"));
+        // The line is logged once the server is built, which may be just after it answers.
+        let listening = wait_for("the start-up line", Duration::from_secs(10), || async {
+            api.log_text()
+                .lines()
+                .find(|l| l.contains("clipstash-api listening"))
+                .map(without_colours)
+        })
+        .await;
         assert!(
             listening.ends_with(&format!(" runtime_threads={expected}")),
             "{set:?}: {listening}"

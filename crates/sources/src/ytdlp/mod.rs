@@ -764,7 +764,7 @@ mod tests {
         assert_eq!(route("https://notyoutube.com/v.mp4"), VideoSource::Direct);
         assert_eq!(route("https://cdn.example/v.mp4"), VideoSource::Direct);
         // A listed host itself, with the root's trailing dot; a host shorter than any entry.
-        assert_eq!(route("https://YouTube.com./x"), VideoSource::Youtube);
+        assert_eq!(route("https://youtube.com./x"), VideoSource::Youtube);
         assert_eq!(route("https://be/x"), VideoSource::Direct);
         let lo: YtdlpHosts = "127.0.0.1".parse().unwrap();
         assert_eq!(
