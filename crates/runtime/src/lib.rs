@@ -47,10 +47,13 @@ pub async fn cancel_on_signal(token: CancellationToken) {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or journal gets plain `key=value` text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
