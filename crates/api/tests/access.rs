@@ -28,6 +28,31 @@ async fn start(db: &TestDb, queue: &TestQueue, access: AccessArgs) -> Api {
     Api::start(s, storage_dir).await
 }
 
+/// The real `clipstash-api serve` on a free port with this test's database, queue and a
+/// storage folder of its own, one HTTP worker, and `extra` settings; returned once ready,
+/// with its base URL and storage folder.
+async fn serve_binary(
+    db: &TestDb,
+    queue: &TestQueue,
+    extra: &[(&'static str, &str)],
+) -> (Proc, String, std::path::PathBuf) {
+    let port = free_port();
+    let storage = std::env::temp_dir().join(format!("cs-bin-{}", uuid::Uuid::new_v4().simple()));
+    let mut env = vec![
+        ("DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", clipstash_testkit::redis_url()),
+        ("CLIPSTASH_QUEUE", queue.name.clone()),
+        ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
+        ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
+        ("CLIPSTASH_HTTP_WORKERS", "1".into()),
+    ];
+    env.extend(extra.iter().map(|&(k, v)| (k, v.to_owned())));
+    let api = Proc::spawn("clipstash-api", &["serve"], &env);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&api, &format!("{base}/readyz")).await;
+    (api, base, storage)
+}
+
 /// Creates a key straight in Postgres (the CLI has its own test) and returns it.
 async fn key(db: &TestDb, name: &str, rate: Option<i32>, max_active: Option<i32>) -> String {
     let key = generate_key().unwrap();
@@ -734,20 +759,8 @@ async fn keys_create_list_revoke_through_the_real_binary() {
     );
 
     // The real server with auth on accepts it, then refuses it once revoked.
-    let port = free_port();
-    let storage = std::env::temp_dir().join(format!("cs-keys-{}", uuid::Uuid::new_v4().simple()));
-    let env = vec![
-        ("DATABASE_URL", db.url.clone()),
-        ("REDIS_URL", clipstash_testkit::redis_url()),
-        ("CLIPSTASH_QUEUE", queue.name.clone()),
-        ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
-        ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
-        ("CLIPSTASH_HTTP_WORKERS", "1".into()),
-        ("CLIPSTASH_AUTH_CACHE_TTL", "1s".into()),
-    ];
-    let api = Proc::spawn("clipstash-api", &["serve"], &env);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&api, &format!("{base}/readyz")).await;
+    let (api, base, storage) =
+        serve_binary(&db, &queue, &[("CLIPSTASH_AUTH_CACHE_TTL", "1s")]).await;
     assert!(
         !api.log_text().contains("CLIPSTASH_AUTH=off"),
         "auth is required by default"
@@ -790,20 +803,7 @@ async fn keys_create_list_revoke_through_the_real_binary() {
 #[tokio::test]
 async fn auth_off_is_announced_loudly() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());
-    let port = free_port();
-    let storage = std::env::temp_dir().join(format!("cs-off-{}", uuid::Uuid::new_v4().simple()));
-    let env = vec![
-        ("DATABASE_URL", db.url.clone()),
-        ("REDIS_URL", clipstash_testkit::redis_url()),
-        ("CLIPSTASH_QUEUE", queue.name.clone()),
-        ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
-        ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
-        ("CLIPSTASH_HTTP_WORKERS", "1".into()),
-        ("CLIPSTASH_AUTH", "off".into()),
-    ];
-    let api = Proc::spawn("clipstash-api", &["serve"], &env);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&api, &format!("{base}/readyz")).await;
+    let (api, base, storage) = serve_binary(&db, &queue, &[("CLIPSTASH_AUTH", "off")]).await;
     let log = api.log_text();
     assert!(
         log.contains("WARN") && log.contains("CLIPSTASH_AUTH=off"),
@@ -824,28 +824,15 @@ async fn auth_off_is_announced_loudly() {
 async fn the_api_runtime_has_the_threads_it_is_given() {
     let (db, queue) = (TestDb::new().await, TestQueue::new());
     for (set, expected) in [(None, 1), (Some("3"), 3)] {
-        let port = free_port();
-        let storage = std::env::temp_dir().join(format!("cs-rt-{}", uuid::Uuid::new_v4().simple()));
-        let mut env = vec![
-            ("DATABASE_URL", db.url.clone()),
-            ("REDIS_URL", clipstash_testkit::redis_url()),
-            ("CLIPSTASH_QUEUE", queue.name.clone()),
-            ("CLIPSTASH_STORAGE_DIR", storage.display().to_string()),
-            ("CLIPSTASH_LISTEN", format!("127.0.0.1:{port}")),
-            ("CLIPSTASH_HTTP_WORKERS", "1".into()),
-            ("CLIPSTASH_AUTH", "off".into()),
-        ];
-        if let Some(n) = set {
-            env.push(("CLIPSTASH_RUNTIME_THREADS", n.into()));
-        }
-        let api = Proc::spawn("clipstash-api", &["serve"], &env);
-        wait_healthy(&api, &format!("http://127.0.0.1:{port}/readyz")).await;
+        let mut extra = vec![("CLIPSTASH_AUTH", "off")];
+        extra.extend(set.map(|n| ("CLIPSTASH_RUNTIME_THREADS", n)));
+        let (api, _, storage) = serve_binary(&db, &queue, &extra).await;
         // The line is logged once the server is built, which may be just after it answers.
         let listening = wait_for("the start-up line", Duration::from_secs(10), || async {
             api.log_text()
                 .lines()
                 .find(|l| l.contains("clipstash-api listening"))
-                .map(without_colours)
+                .map(str::to_owned)
         })
         .await;
         assert!(
@@ -855,20 +842,6 @@ async fn the_api_runtime_has_the_threads_it_is_given() {
         drop(api);
         let _ = std::fs::remove_dir_all(storage);
     }
-}
-
-/// `line` without its terminal colour codes (`ESC [ ... m`).
-fn without_colours(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::test]
